@@ -1,0 +1,183 @@
+"""One typed configuration for SOLO, with two presets.
+
+`SOLOConfig.paper()` carries every number of the SOLO paper (arXiv 1912.04488)
+as used on the CIS 680 data; `SOLOConfig.cpu()` is a small model that trains
+on a laptop CPU in minutes. Everything that depends on the input size (scale
+ranges, feature sizes, padding) is derived here, never typed in twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass
+
+#: Height, in input pixels, that the paper's scale ranges refer to.
+REFERENCE_HEIGHT = 800
+
+#: The paper's scale ranges on sqrt(w * h) of an object, at 800 px input height.
+PAPER_SCALE_RANGES: tuple[tuple[float, float], ...] = (
+    (1.0, 96.0),
+    (48.0, 192.0),
+    (96.0, 384.0),
+    (192.0, 768.0),
+    (384.0, 2048.0),
+)
+
+
+def fast_mode() -> bool:
+    """True when ``SOLO_FAST=1``: the test suite's short runs (fewer steps and images)."""
+    return os.environ.get("SOLO_FAST", "0") not in ("", "0", "false", "False")
+
+
+@dataclass
+class SOLOConfig:
+    """Every setting of a SOLO run: data, model, targets, loss, post-processing, schedule."""
+
+    name: str = "paper"
+
+    # --- data -------------------------------------------------------------
+    num_classes: int = 3
+    """C, the number of foreground classes; labels are 1..C and 0 is background."""
+    class_names: tuple[str, ...] = ("vehicle", "person", "animal")
+    image_size: tuple[int, int] = (800, 1088)
+    """(H, W) of the network input: images are resized to fit, then zero-padded."""
+    pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    hflip_prob: float = 0.5
+    scale_jitter: tuple[float, float] = (0.8, 1.0)
+    """Training-time random resize factor range, applied before padding."""
+    val_fraction: float = 0.2
+    batch_size: int = 16
+    """Images per device and step."""
+    num_workers: int = 2
+    seed: int = 0
+
+    # --- model ------------------------------------------------------------
+    backbone_depth: int = 50
+    pretrained: str | None = None
+    """None (train from scratch), "imagenet" (torchvision weights) or a path to a state dict."""
+    fpn_channels: int = 256
+    head_channels: int = 256
+    num_stacked_convs: int = 7
+    strides: tuple[int, ...] = (8, 8, 16, 32, 32)
+    num_grids: tuple[int, ...] = (40, 36, 24, 16, 12)
+
+    # --- targets ----------------------------------------------------------
+    center_epsilon: float = 0.2
+
+    # --- loss -------------------------------------------------------------
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    cate_loss_weight: float = 1.0
+    mask_loss_weight: float = 3.0
+
+    # --- post-processing --------------------------------------------------
+    score_threshold: float = 0.1
+    mask_threshold: float = 0.5
+    nms_pre: int = 500
+    update_threshold: float = 0.05
+    max_per_img: int = 100
+    nms_kernel: str = "gaussian"
+    nms_sigma: float = 2.0
+
+    # --- schedule ---------------------------------------------------------
+    base_lr: float = 0.01
+    base_batch_size: int = 16
+    """The batch size that `base_lr` belongs to: lr = base_lr * total batch / base_batch_size."""
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    max_epochs: int = 36
+    lr_milestones: tuple[int, ...] = (27, 33)
+    lr_gamma: float = 0.1
+    warmup_iters: int = 500
+    warmup_ratio: float = 0.01
+    grad_clip_norm: float = 35.0
+    map_every_n_epochs: int = 1
+
+    # --- presets ----------------------------------------------------------
+    @classmethod
+    def paper(cls) -> SOLOConfig:
+        """The SOLO paper's settings: 800x1088 input, ResNet-50 FPN, 36-epoch schedule."""
+        return cls()
+
+    @classmethod
+    def cpu(cls) -> SOLOConfig:
+        """A small SOLO that trains on a 2-core CPU in minutes.
+
+        256 px high input (the 300x400 images become 256x341, padded to 352),
+        ResNet-18, narrow heads and coarser grids. Scale ranges follow from the
+        input height.
+        """
+        return cls(
+            name="cpu",
+            image_size=(256, 352),
+            batch_size=8,
+            num_workers=2,
+            backbone_depth=18,
+            fpn_channels=128,
+            head_channels=128,
+            num_stacked_convs=3,
+            num_grids=(16, 12, 8, 6, 4),
+            base_lr=0.04,
+            max_epochs=12,
+            lr_milestones=(9, 11),
+            warmup_iters=100,
+        )
+
+    @classmethod
+    def preset(cls, name: str) -> SOLOConfig:
+        """The preset called `name` ("paper" or "cpu")."""
+        presets = {"paper": cls.paper, "cpu": cls.cpu}
+        if name not in presets:
+            raise ValueError(f"unknown preset {name!r}; expected one of {sorted(presets)}")
+        return presets[name]()
+
+    def replace(self, **changes: object) -> SOLOConfig:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    # --- derived quantities -------------------------------------------------
+    @property
+    def num_levels(self) -> int:
+        return len(self.num_grids)
+
+    @property
+    def scale_ranges(self) -> tuple[tuple[float, float], ...]:
+        """The paper's scale ranges, scaled from 800 px to this input height."""
+        factor = self.image_size[0] / REFERENCE_HEIGHT
+        return tuple((lo * factor, hi * factor) for lo, hi in PAPER_SCALE_RANGES)
+
+    def feature_size(self, level: int) -> tuple[int, int]:
+        """(H_f, W_f) of the FPN feature at `level` for this input size."""
+        stride = self.strides[level]
+        return (math.ceil(self.image_size[0] / stride), math.ceil(self.image_size[1] / stride))
+
+    def mask_size(self, level: int) -> tuple[int, int]:
+        """(h, w) of the mask predictions and targets at `level`: twice the feature size."""
+        h, w = self.feature_size(level)
+        return (2 * h, 2 * w)
+
+    def learning_rate(self, total_batch_size: int) -> float:
+        """`base_lr` scaled linearly from `base_batch_size` to `total_batch_size`."""
+        return self.base_lr * total_batch_size / self.base_batch_size
+
+    def __post_init__(self) -> None:
+        n = len(self.num_grids)
+        if len(self.strides) != n:
+            raise ValueError(f"strides has {len(self.strides)} levels, num_grids has {n}")
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(
+                f"class_names has {len(self.class_names)} names for num_classes={self.num_classes}"
+            )
+        h, w = self.image_size
+        if h % 32 or w % 32:
+            raise ValueError(f"image_size must be divisible by 32, got {self.image_size}")
+        if self.nms_kernel not in ("gaussian", "linear"):
+            raise ValueError(f"nms_kernel must be 'gaussian' or 'linear', got {self.nms_kernel!r}")
+        self.class_names = tuple(self.class_names)
+        self.image_size = tuple(self.image_size)
+        self.num_grids = tuple(self.num_grids)
+        self.strides = tuple(self.strides)
+        self.lr_milestones = tuple(self.lr_milestones)

@@ -1,0 +1,21 @@
+"""Where the course keeps its data, runs and checkpoints: one place for every path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: The repository root (the folder that holds `solo_lib/` and `notebooks/`).
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+#: Data root; `SOLO_DATA_DIR` moves it (for example to a bigger disk).
+DATA_DIR = Path(os.environ.get("SOLO_DATA_DIR", REPO_ROOT / "data"))
+
+#: The built-in synthetic data set, generated on first use.
+BUILTIN_DATA_DIR = DATA_DIR / "builtin"
+
+#: Training runs: logs and checkpoints, one sub-folder per run.
+RUNS_DIR = Path(os.environ.get("SOLO_RUNS_DIR", REPO_ROOT / "runs"))
+
+#: The checkpoint that notebook 04 saves and notebook 05 loads.
+COURSE_CHECKPOINT = RUNS_DIR / "course" / "solo_cpu.ckpt"

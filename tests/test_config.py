@@ -1,0 +1,81 @@
+"""The presets carry the paper's numbers, and the YAML files agree with them."""
+
+import dataclasses
+
+import pytest
+import yaml
+
+from solo_lib.config import PAPER_SCALE_RANGES, SOLOConfig, fast_mode
+from solo_lib.paths import REPO_ROOT
+
+
+def test_paper_preset_has_the_reference_numbers():
+    cfg = SOLOConfig.paper()
+    assert cfg.image_size == (800, 1088)
+    assert cfg.backbone_depth == 50
+    assert (cfg.fpn_channels, cfg.head_channels, cfg.num_stacked_convs) == (256, 256, 7)
+    assert cfg.num_grids == (40, 36, 24, 16, 12)
+    assert sum(s * s for s in cfg.num_grids) == 3872
+    assert cfg.strides == (8, 8, 16, 32, 32)
+    assert cfg.scale_ranges == PAPER_SCALE_RANGES
+    assert cfg.center_epsilon == 0.2
+    assert (cfg.focal_alpha, cfg.focal_gamma, cfg.mask_loss_weight) == (0.25, 2.0, 3.0)
+    assert (cfg.nms_pre, cfg.max_per_img, cfg.nms_sigma) == (500, 100, 2.0)
+    assert (cfg.max_epochs, cfg.lr_milestones) == (36, (27, 33))
+    assert cfg.learning_rate(16) == pytest.approx(0.01)
+    assert cfg.grad_clip_norm == 35.0
+    assert [cfg.feature_size(i) for i in range(5)] == [
+        (100, 136),
+        (100, 136),
+        (50, 68),
+        (25, 34),
+        (25, 34),
+    ]
+    assert cfg.mask_size(0) == (200, 272)
+
+
+def test_cpu_preset_derives_its_scale_ranges_from_the_input_height():
+    cfg = SOLOConfig.cpu()
+    assert 256 <= cfg.image_size[0] <= 320
+    assert cfg.backbone_depth == 18
+    factor = cfg.image_size[0] / 800
+    for (lo, hi), (plo, phi) in zip(cfg.scale_ranges, PAPER_SCALE_RANGES, strict=True):
+        assert (lo, hi) == pytest.approx((plo * factor, phi * factor))
+    taller = cfg.replace(image_size=(320, 448))
+    assert taller.scale_ranges[0][1] == pytest.approx(96 * 320 / 800)
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"image_size": (250, 352)}, "image_size"),
+        ({"num_grids": (40, 36)}, "strides"),
+        ({"nms_kernel": "box"}, "nms_kernel"),
+        ({"class_names": ("a",)}, "class_names"),
+    ],
+)
+def test_bad_config_is_refused_with_the_field_named(changes, field):
+    with pytest.raises(ValueError, match=field):
+        SOLOConfig.cpu().replace(**changes)
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(ValueError, match="cpu"):
+        SOLOConfig.preset("tiny")
+
+
+@pytest.mark.parametrize("name", ["cpu", "paper"])
+def test_preset_yaml_matches_the_preset(name):
+    with open(REPO_ROOT / "solo_lib" / "configs" / f"{name}.yaml") as f:
+        written = yaml.safe_load(f)["model"]["config"]
+    expected = dataclasses.asdict(SOLOConfig.preset(name))
+    assert set(written) == set(expected)
+    for key, value in expected.items():
+        assert (tuple(written[key]) if isinstance(value, tuple) else written[key]) == value, key
+
+
+def test_fast_mode_reads_the_environment(monkeypatch):
+    monkeypatch.setenv("SOLO_FAST", "1")
+    assert fast_mode()
+    monkeypatch.setenv("SOLO_FAST", "0")
+    assert not fast_mode()
