@@ -1,0 +1,167 @@
+"""`LitSOLO`: the PyTorch Lightning module that trains and validates SOLO.
+
+It owns no algorithm of its own: the network comes from `solo_lib.model`, the
+training targets from `solo_lib.targets`, the loss from `solo_lib.losses`,
+post-processing from `solo_lib.postprocess` and the mask mAP from
+`solo_lib.evaluation`. What it adds is the training loop's glue: targets built
+on the batch's device, logging, the learning-rate schedule, gradient clipping
+and a stop on non-finite losses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from solo_lib.config import SOLOConfig
+from solo_lib.evaluation import MaskEvaluator, ground_truth_at_original_size
+from solo_lib.losses import solo_loss
+from solo_lib.model import SOLO, SOLOOutput
+from solo_lib.postprocess import postprocess
+from solo_lib.targets import build_batch_targets
+
+Batch = tuple[Tensor, list[dict[str, Tensor]]]
+
+
+class LitSOLO(pl.LightningModule):
+    """SOLO in Lightning, built from one `SOLOConfig`.
+
+    Logged metrics: ``train/{loss,focal,dice}`` (per step and per epoch),
+    ``val/{loss,focal,dice}`` and the mask mAP ``val/{AP,AP50,AP75}`` plus
+    ``val/AP_<class name>``. Mask mAP is computed every
+    ``config.map_every_n_epochs`` epochs and on the last epoch.
+    """
+
+    def __init__(self, config: SOLOConfig) -> None:
+        super().__init__()
+        if isinstance(config, dict):  # as stored in a checkpoint's hyper-parameters
+            config = SOLOConfig(**config)
+        self.cfg = config
+        # Plain types only, so that checkpoints load with torch.load(weights_only=True).
+        self.save_hyperparameters({"config": dataclasses.asdict(self.cfg)})
+        self.model = SOLO(self.cfg)
+        self.evaluator = MaskEvaluator(self.cfg.class_names)
+
+    def forward(self, images: Tensor) -> SOLOOutput:
+        return self.model(images)
+
+    # --- training and validation ---------------------------------------------
+    def _losses(self, images: Tensor, targets: list[dict[str, Tensor]]) -> tuple[dict, SOLOOutput]:
+        """The SOLO losses of one batch; targets are built here, on the batch's device."""
+        output = self.model(images)
+        level_targets = build_batch_targets(targets, self.cfg)
+        output_fp32 = SOLOOutput(
+            category=[c.float() for c in output.category], masks=[m.float() for m in output.masks]
+        )
+        return solo_loss(output_fp32, level_targets, self.cfg), output_fp32
+
+    def _check_finite(self, losses: dict[str, Tensor], stage: str, batch_idx: int) -> None:
+        for name, value in losses.items():
+            if not torch.isfinite(value):
+                raise FloatingPointError(
+                    f"non-finite {stage} {name} loss ({value.item()}) at global step "
+                    f"{self.global_step} (epoch {self.current_epoch}, batch {batch_idx}); "
+                    "lower the learning rate or check the input data"
+                )
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        images, targets = batch
+        losses, _ = self._losses(images, targets)
+        self._check_finite(losses, "train", batch_idx)
+        self.log_dict(
+            {f"train/{k}": v.detach() for k, v in losses.items()},
+            on_step=True,
+            on_epoch=True,
+            batch_size=images.shape[0],
+            sync_dist=True,
+        )
+        return losses["loss"]
+
+    def _map_this_epoch(self) -> bool:
+        last_epoch = self.trainer.max_epochs is not None and (
+            self.current_epoch == self.trainer.max_epochs - 1
+        )
+        return last_epoch or (self.current_epoch + 1) % self.cfg.map_every_n_epochs == 0
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        images, targets = batch
+        losses, output = self._losses(images, targets)
+        self._check_finite(losses, "validation", batch_idx)
+        self.log_dict(
+            {f"val/{k}": v for k, v in losses.items()},
+            on_epoch=True,
+            batch_size=images.shape[0],
+            sync_dist=True,
+        )
+        if self._map_this_epoch():
+            predictions = postprocess(
+                [c.sigmoid() for c in output.category],
+                [m.sigmoid() for m in output.masks],
+                targets,
+                self.cfg,
+            )
+            ground_truth = [ground_truth_at_original_size(t) for t in targets]
+            self.evaluator.update(predictions, ground_truth)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._map_this_epoch():
+            return
+        result = self.evaluator.compute()
+        self.evaluator.reset()
+        metrics = {f"val/{k}": float(result[k]) for k in ("AP", "AP50", "AP75")}
+        for name, ap in result["per_class_AP"].items():
+            metrics[f"val/AP_{name}"] = float(ap)
+        self.log_dict(metrics, sync_dist=False)
+
+    # --- optimisation ----------------------------------------------------------
+    def configure_optimizers(self):
+        """SGD with the linearly scaled learning rate, a linear warm-up and step decay.
+
+        Two schedulers act on the same optimiser: a per-step `LinearLR` warm-up
+        over ``warmup_iters`` steps, and a per-epoch `MultiStepLR` that divides
+        the learning rate by 10 at each milestone epoch. Both are returned to
+        Lightning, so both step and both are saved in checkpoints.
+        """
+        world = self.trainer.world_size if self._trainer is not None else 1
+        accumulate = self.trainer.accumulate_grad_batches if self._trainer is not None else 1
+        lr = self.cfg.learning_rate(self.cfg.batch_size * world * accumulate)
+        decay, no_decay = [], []
+        for name, param in self.model.named_parameters():
+            (no_decay if param.ndim <= 1 else decay).append(param)
+        optimizer = torch.optim.SGD(
+            [
+                {"params": decay, "weight_decay": self.cfg.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=lr,
+            momentum=self.cfg.momentum,
+        )
+        warmup = torch.optim.lr_scheduler.LinearLR(
+            optimizer,
+            start_factor=self.cfg.warmup_ratio,
+            end_factor=1.0,
+            total_iters=max(1, self.cfg.warmup_iters),
+        )
+        decay_steps = torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, milestones=list(self.cfg.lr_milestones), gamma=self.cfg.lr_gamma
+        )
+        return [optimizer], [
+            {"scheduler": warmup, "interval": "step", "name": "warmup"},
+            {"scheduler": decay_steps, "interval": "epoch", "name": "step_decay"},
+        ]
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip the gradient norm at ``config.grad_clip_norm`` (35 in the paper)."""
+        if self.cfg.grad_clip_norm and math.isfinite(self.cfg.grad_clip_norm):
+            self.clip_gradients(
+                optimizer, gradient_clip_val=self.cfg.grad_clip_norm, gradient_clip_algorithm="norm"
+            )

@@ -1,0 +1,143 @@
+"""`python -m solo_lib`: the main job, kill-and-resume, and two-process DDP on the CPU."""
+
+import csv
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from solo_lib.module import LitSOLO
+from solo_lib.paths import REPO_ROOT
+from solo_lib.seeding import seed_everything
+
+
+def _write_config(tmp_path: Path, cfg, data_dir: Path, **trainer) -> Path:
+    """A YAML file like solo_lib/configs/cpu.yaml, for `cfg`, the tiny data and `tmp_path`."""
+    base = yaml.safe_load((REPO_ROOT / "solo_lib" / "configs" / "cpu.yaml").read_text())
+    base["model"]["config"] = {
+        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()
+    }
+    base["data"]["root"] = str(data_dir)
+    base["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path / "runs")
+    base["trainer"]["enable_progress_bar"] = False
+    base["trainer"]["log_every_n_steps"] = 1
+    base["trainer"].update(trainer)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(base))
+    return path
+
+
+def _solo(*args: str, **popen) -> subprocess.Popen:
+    env = os.environ | {"PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{REPO_ROOT / 'tests' / 'support'}"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "solo_lib", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 300) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+def test_main_job_prints_mask_ap_and_checkpoint(tmp_path, tiny_config, tiny_data_dir):
+    cfg = tiny_config.replace(max_epochs=1)
+    config = _write_config(tmp_path, cfg, tiny_data_dir)
+    out = _finish(_solo("fit", "--config", str(config)))
+    assert "validation mask AP" in out and "AP50" in out
+    best = Path(out.split("best checkpoint: ")[1].split(" (")[0])
+    assert best.is_file()
+    checkpoint = torch.load(best, map_location="cpu", weights_only=True)
+    assert checkpoint["hyper_parameters"]["config"]["name"] == "tiny"
+
+
+def _steps_logged(run_dir: Path) -> list[int]:
+    with open(run_dir / "metrics.csv") as f:
+        return [int(row["step"]) for row in csv.DictReader(f) if row.get("train/loss_step")]
+
+
+def test_training_killed_with_sigkill_resumes_from_its_checkpoint(
+    tmp_path, tiny_config, tiny_data_dir
+):
+    cfg = tiny_config.replace(max_epochs=30, warmup_iters=50, lr_milestones=(20, 25))
+    config = _write_config(tmp_path, cfg, tiny_data_dir, limit_val_batches=0)
+    ckpt_dir = tmp_path / "ckpt"
+    every_2_steps = [
+        "--trainer.callbacks+=ModelCheckpoint",
+        f"--trainer.callbacks.dirpath={ckpt_dir}",
+        "--trainer.callbacks.every_n_train_steps=2",
+        "--trainer.callbacks.save_last=true",
+        "--trainer.callbacks.save_top_k=-1",
+    ]
+    proc = _solo("fit", "--config", str(config), *every_2_steps)
+    last = ckpt_dir / "last.ckpt"
+    deadline = time.monotonic() + 240
+    saved_step = 0
+    while saved_step < 4 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        if last.exists():
+            saved_step = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert 4 <= saved_step < 30 * 6, f"no usable checkpoint before the kill (step {saved_step})"
+
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    saved_step = checkpoint["global_step"]
+    assert checkpoint["optimizer_states"][0]["state"], "momentum buffers were not saved"
+    warmup_state = checkpoint["lr_schedulers"][0]
+    assert warmup_state["last_epoch"] == saved_step
+
+    resumed = _solo(
+        "fit",
+        "--config",
+        str(config),
+        "--trainer.max_steps",
+        str(saved_step + 4),
+        "--ckpt_path",
+        str(last),
+        *every_2_steps,
+    )
+    _finish(resumed)
+    runs = sorted((tmp_path / "runs").glob("*/version_*"))
+    steps = _steps_logged(runs[-1])
+    assert steps and min(steps) >= saved_step, f"resumed run logged steps {steps}"
+    final = torch.load(last, map_location="cpu", weights_only=True)
+    assert final["global_step"] == saved_step + 4
+    assert final["lr_schedulers"][0]["last_epoch"] == saved_step + 4
+
+
+def test_two_process_ddp_on_cpu_ends_with_identical_weights(tmp_path, tiny_config, tiny_data_dir):
+    config = _write_config(tmp_path, tiny_config, tiny_data_dir, limit_val_batches=0)
+    proc = _solo(
+        "fit",
+        "--config",
+        str(config),
+        "--trainer.accelerator=cpu",
+        "--trainer.strategy=ddp",
+        "--trainer.devices=2",
+        "--trainer.max_steps=3",
+        "--trainer.callbacks+=rank_weights.SaveRankWeights",
+        f"--trainer.callbacks.out_dir={tmp_path}",
+    )
+    _finish(proc)
+    rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert rank0.keys() == rank1.keys()
+    for name in rank0:
+        torch.testing.assert_close(rank0[name], rank1[name], rtol=0, atol=0, msg=name)
+    seed_everything(tiny_config.seed)
+    initial = dict(LitSOLO(tiny_config).named_parameters())
+    assert any(not torch.equal(initial[name].detach(), rank0[name]) for name in rank0)
+

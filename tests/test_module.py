@@ -1,0 +1,66 @@
+"""LitSOLO: the schedule really reaches Lightning, and non-finite losses stop training."""
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from solo_lib.data import SOLODataModule
+from solo_lib.module import LitSOLO
+
+
+class _RecordLearningRate(pl.Callback):
+    def __init__(self) -> None:
+        self.per_epoch: list[float] = []
+        self.per_step: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.per_epoch.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.per_step.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def _trainer(**kwargs) -> pl.Trainer:
+    defaults = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    return pl.Trainer(**(defaults | kwargs))
+
+
+def test_learning_rate_warms_up_then_drops_at_each_milestone(tiny_config, tiny_data_dir):
+    cfg = tiny_config.replace(warmup_iters=3, max_epochs=4, lr_milestones=(2, 3))
+    record = _RecordLearningRate()
+    trainer = _trainer(max_epochs=cfg.max_epochs, limit_train_batches=3, callbacks=[record])
+    trainer.fit(LitSOLO(cfg), datamodule=SOLODataModule(cfg, root=str(tiny_data_dir)))
+
+    lr = cfg.learning_rate(cfg.batch_size)
+    # Linear warm-up over the first 3 steps, from warmup_ratio * lr to lr.
+    assert record.per_step[0] == pytest.approx(lr * cfg.warmup_ratio)
+    assert record.per_step[0] < record.per_step[1] < record.per_step[2] < lr
+    # Epochs 0 and 1 run at lr (after warm-up), epoch 2 at lr/10, epoch 3 at lr/100.
+    assert record.per_epoch[1:] == pytest.approx([lr, lr * 0.1, lr * 0.01])
+
+
+class _ExplodingSOLO(LitSOLO):
+    """Returns an infinite dice loss from the third training step on."""
+
+    def _losses(self, images, targets):
+        losses, output = super()._losses(images, targets)
+        if self.training and self.global_step >= 2:
+            losses["dice"] = losses["dice"] * torch.inf
+        return losses, output
+
+
+def test_non_finite_loss_stops_training_naming_step_and_loss(tiny_config, tiny_data_dir):
+    trainer = _trainer(max_epochs=2, limit_train_batches=4)
+    with pytest.raises(FloatingPointError, match=r"non-finite train dice loss .* global step 2"):
+        trainer.fit(
+            _ExplodingSOLO(tiny_config),
+            datamodule=SOLODataModule(tiny_config, root=str(tiny_data_dir)),
+        )
