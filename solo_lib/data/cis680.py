@@ -1,0 +1,299 @@
+"""The CIS 680 data format (a 3-class COCO subset), loaded exactly as the homework ships it.
+
+Four files in one folder:
+
+==========================================  ===============================================
+``hw3_mycocodata_img_comp_zlib.h5``         key ``data``: (N, 3, H, W) RGB, any integer dtype
+``hw3_mycocodata_mask_comp_zlib.h5``        key ``data``: (M, H, W) binary masks of ALL
+                                            images, concatenated in image order
+``hw3_mycocodata_labels_comp_zlib.npy``     object array (N,), entry i: int array (n_i,) in 1..C
+``hw3_mycocodata_bboxes_comp_zlib.npy``     object array (N,), entry i: float (n_i, 4) x1 y1 x2 y2
+==========================================  ===============================================
+
+Image i owns masks offsets[i]:offsets[i + 1] with offsets the cumulative sum of the
+label counts. Everything is checked when the data set is built, so a broken or
+mismatched file fails at once with a `DataFormatError` naming the file and field,
+not as an index error deep inside a training run.
+
+The h5 files are opened lazily, once per process: DataLoader workers each open
+their own handles, and open handles are never pickled.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from solo_lib.config import SOLOConfig
+from solo_lib.data.errors import DataFormatError
+from solo_lib.data.transforms import PairTransform, build_transforms
+
+IMAGES_FILE = "hw3_mycocodata_img_comp_zlib.h5"
+MASKS_FILE = "hw3_mycocodata_mask_comp_zlib.h5"
+LABELS_FILE = "hw3_mycocodata_labels_comp_zlib.npy"
+BBOXES_FILE = "hw3_mycocodata_bboxes_comp_zlib.npy"
+H5_KEY = "data"
+
+
+def _open_h5(path: Path) -> h5py.File:
+    """Open an h5 file read-only; a truncated or corrupt file becomes a DataFormatError."""
+    if not path.is_file():
+        raise DataFormatError(f"{path}: file not found (expected one of the four CIS 680 files)")
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise DataFormatError(
+            f"{path}: not a readable HDF5 file (truncated or corrupt?): {err}"
+        ) from err
+
+
+def _h5_shape(path: Path, ndim: int, form: str) -> tuple[tuple[int, ...], np.dtype]:
+    with _open_h5(path) as f:
+        if H5_KEY not in f or not isinstance(f[H5_KEY], h5py.Dataset):
+            raise DataFormatError(f"{path}: key {H5_KEY!r} missing; expected a dataset {form}")
+        ds = f[H5_KEY]
+        if ds.ndim != ndim:
+            raise DataFormatError(f"{path}: key {H5_KEY!r} has shape {ds.shape}; expected {form}")
+        return tuple(ds.shape), ds.dtype
+
+
+def _load_object_array(path: Path) -> np.ndarray:
+    """Load a .npy of per-image arrays. It is a pickle: only load files you trust."""
+    if not path.is_file():
+        raise DataFormatError(f"{path}: file not found (expected one of the four CIS 680 files)")
+    try:
+        data = np.load(path, allow_pickle=True)
+    except Exception as err:  # numpy raises ValueError, OSError, EOFError or UnpicklingError
+        raise DataFormatError(f"{path}: not a readable .npy file: {err}") from err
+    if data.ndim == 0:
+        raise DataFormatError(f"{path}: holds a scalar; expected an array with one entry per image")
+    return data
+
+
+class CIS680Dataset(Dataset):
+    """The CIS 680 files in `root` as a map-style data set of `(image, target)` items.
+
+    Items follow the contract of DESIGN.md: a normalised, padded float32 (3, H, W)
+    image and a target with `labels`, `masks`, `boxes` (input frame), `image_id`,
+    `orig_size` and `content_box`. `image_id` is the index in the FILES, also when
+    `indices` selects a subset, so that predictions can be traced back.
+
+    Warning: the two .npy files are object arrays, i.e. Python pickles, and are
+    loaded with `allow_pickle=True`. Unpickling can run arbitrary code: only load
+    files you trust.
+
+    Args:
+        root: folder holding the four files.
+        cfg: supplies the input size, normalisation, augmentation and `num_classes`.
+        train: training-time augmentation (scale jitter, horizontal flip).
+        indices: optional subset of image indices (for train/val splits).
+        box_tolerance: how far (pixels) a box may reach outside the image.
+        transforms: replaces `build_transforms(cfg, train)`.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        cfg: SOLOConfig,
+        train: bool = False,
+        indices: Sequence[int] | None = None,
+        box_tolerance: float = 1.0,
+        transforms: PairTransform | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.cfg = cfg
+        self.class_names = tuple(cfg.class_names)
+        self.transforms = transforms if transforms is not None else build_transforms(cfg, train)
+        self.images_path = self.root / IMAGES_FILE
+        self.masks_path = self.root / MASKS_FILE
+        self._validate(box_tolerance)
+        n = len(self.labels)
+        self.indices = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64)
+        if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= n):
+            raise IndexError(
+                f"indices must lie in [0, {n}); got {self.indices.min()}..{self.indices.max()}"
+            )
+        self._handles: tuple[h5py.File, h5py.File] | None = None
+        self._pid: int | None = None
+
+    # ----------------------------------------------------------------- validation
+    def _validate(self, box_tolerance: float) -> None:
+        img_shape, img_dtype = _h5_shape(self.images_path, 4, "(N, 3, H, W) of integer RGB values")
+        if img_shape[1] != 3:
+            raise DataFormatError(
+                f"{self.images_path}: key {H5_KEY!r} has shape {img_shape}; expected (N, 3, H, W) "
+                "channel-first RGB"
+            )
+        if not np.issubdtype(img_dtype, np.integer):
+            raise DataFormatError(
+                f"{self.images_path}: key {H5_KEY!r} has dtype {img_dtype}; expected an integer dtype "
+                "with values 0..255"
+            )
+        n, _, h, w = img_shape
+        mask_shape, _ = _h5_shape(self.masks_path, 3, f"(M, {h}, {w}) binary masks")
+        if mask_shape[1:] != (h, w):
+            raise DataFormatError(
+                f"{self.masks_path}: key {H5_KEY!r} has shape {mask_shape}; expected (M, {h}, {w}) "
+                f"to match the images {img_shape}"
+            )
+        labels_path, bboxes_path = self.root / LABELS_FILE, self.root / BBOXES_FILE
+        raw_labels, raw_boxes = _load_object_array(labels_path), _load_object_array(bboxes_path)
+        if len(raw_labels) != n or len(raw_boxes) != n:
+            raise DataFormatError(
+                f"{self.root}: {LABELS_FILE} has {len(raw_labels)} entries and {BBOXES_FILE} "
+                f"{len(raw_boxes)}; expected one per image, N = {n} (from {IMAGES_FILE})"
+            )
+        num_classes = self.cfg.num_classes
+        self.labels: list[np.ndarray] = []
+        self.boxes: list[np.ndarray] = []
+        for i in range(n):
+            labels = np.asarray(raw_labels[i]).reshape(-1)
+            if labels.size and not (
+                np.issubdtype(labels.dtype, np.number) and np.array_equal(labels, np.round(labels))
+            ):
+                raise DataFormatError(
+                    f"{labels_path}: entry {i} = {labels!r}; expected an integer array of labels 1..{num_classes}"
+                )
+            labels = labels.astype(np.int64)
+            if labels.size and (labels.min() < 1 or labels.max() > num_classes):
+                raise DataFormatError(
+                    f"{labels_path}: entry {i} has labels {labels.tolist()}; expected values in 1..{num_classes} "
+                    "(0 is background and never stored)"
+                )
+            boxes = np.asarray(raw_boxes[i], dtype=np.float64)
+            if boxes.size == 0:
+                boxes = boxes.reshape(0, 4)
+            if boxes.ndim != 2 or boxes.shape[1] != 4 or len(boxes) != len(labels):
+                raise DataFormatError(
+                    f"{bboxes_path}: entry {i} has shape {boxes.shape}; expected ({len(labels)}, 4) "
+                    f"x1 y1 x2 y2, one box per label in {LABELS_FILE}"
+                )
+            tol = box_tolerance
+            bad = (
+                (boxes[:, 0] < -tol)
+                | (boxes[:, 1] < -tol)
+                | (boxes[:, 2] > w + tol)
+                | (boxes[:, 3] > h + tol)
+                | (boxes[:, 2] < boxes[:, 0])
+                | (boxes[:, 3] < boxes[:, 1])
+            )
+            if bad.any():
+                j = int(np.flatnonzero(bad)[0])
+                raise DataFormatError(
+                    f"{bboxes_path}: entry {i}, box {j} = {boxes[j].tolist()} lies outside the {w}x{h} image; "
+                    f"expected x1 <= x2 in [0, {w}] and y1 <= y2 in [0, {h}] (tolerance {tol} px)"
+                )
+            self.labels.append(labels)
+            self.boxes.append(boxes)
+        counts = np.array([len(lab) for lab in self.labels], dtype=np.int64)
+        #: image i owns masks offsets[i]:offsets[i + 1] of the flat mask array
+        self.offsets = np.concatenate([[0], np.cumsum(counts)])
+        if self.offsets[-1] != mask_shape[0]:
+            raise DataFormatError(
+                f"{self.masks_path}: key {H5_KEY!r} holds {mask_shape[0]} masks; expected "
+                f"{self.offsets[-1]}, the sum of the label counts in {LABELS_FILE}"
+            )
+        self.source_size = (h, w)
+
+    # ----------------------------------------------------------------- h5 handles
+    def _files(self) -> tuple[h5py.File, h5py.File]:
+        """This process's open (images, masks) files, opened on first use."""
+        if self._handles is None or self._pid != os.getpid():
+            self._handles = (_open_h5(self.images_path), _open_h5(self.masks_path))
+            self._pid = os.getpid()
+        return self._handles
+
+    def close(self) -> None:
+        """Close this process's h5 handles (they reopen on the next read)."""
+        if self._handles is not None and self._pid == os.getpid():
+            for f in self._handles:
+                f.close()
+        self._handles, self._pid = None, None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_handles"], state["_pid"] = None, None
+        return state
+
+    # ----------------------------------------------------------------- items
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def load_raw(self, i: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """Item `i` untransformed: uint8 (3, H0, W0) image and a source-frame target.
+
+        The target holds `labels` int64 (n,), `masks` uint8 (n, H0, W0) 0/1, `boxes`
+        float32 (n, 4) xyxy and `image_id` int64 (the file index).
+        """
+        index = int(self.indices[i])
+        images, masks = self._files()
+        start, stop = int(self.offsets[index]), int(self.offsets[index + 1])
+        try:
+            image = np.asarray(images[H5_KEY][index])
+            mask = np.asarray(masks[H5_KEY][start:stop])
+        except OSError as err:
+            raise DataFormatError(
+                f"{self.images_path} / {self.masks_path}: cannot read image {index} (masks {start}:{stop}): {err}"
+            ) from err
+        if image.size and (image.min() < 0 or image.max() > 255):
+            raise DataFormatError(
+                f"{self.images_path}: image {index} has values {image.min()}..{image.max()}; expected 0..255"
+            )
+        binary = mask >= 0.5 if np.issubdtype(mask.dtype, np.floating) else mask != 0
+        target = {
+            "labels": torch.from_numpy(self.labels[index].copy()),
+            "masks": torch.from_numpy(binary.astype(np.uint8)),
+            "boxes": torch.from_numpy(self.boxes[index].astype(np.float32)),
+            "image_id": torch.tensor(index, dtype=torch.int64),
+        }
+        return torch.from_numpy(image.astype(np.uint8)), target
+
+    def __getitem__(self, i: int) -> tuple[Tensor, dict[str, Tensor]]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for a data set of {len(self)} images")
+        image, target = self.load_raw(i % len(self))
+        return self.transforms(image, target)
+
+
+def summary(root: str | os.PathLike, cfg: SOLOConfig | None = None) -> dict:
+    """Counts and sizes of the CIS 680 files in `root`, for printing.
+
+    Keys: `num_images`, `num_masks`, `image_size` (H0, W0), `per_class` {name: count},
+    `objects_per_image` (min, mean, max), `object_size` (min, median, max) of
+    sqrt(w * h) in source pixels, `disk_mb` of the four files.
+    """
+    cfg = cfg or SOLOConfig()
+    data = CIS680Dataset(root, cfg)
+    labels = np.concatenate(data.labels) if data.labels else np.zeros(0, np.int64)
+    boxes = np.concatenate(data.boxes) if data.boxes else np.zeros((0, 4))
+    sizes = np.sqrt(
+        np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    )
+    counts = np.diff(data.offsets)
+    files = (IMAGES_FILE, MASKS_FILE, LABELS_FILE, BBOXES_FILE)
+    return {
+        "num_images": len(data),
+        "num_masks": int(data.offsets[-1]),
+        "image_size": data.source_size,
+        "per_class": {
+            name: int((labels == c).sum()) for c, name in enumerate(data.class_names, start=1)
+        },
+        "objects_per_image": (int(counts.min()), round(float(counts.mean()), 2), int(counts.max())),
+        "object_size": (
+            (
+                round(float(sizes.min()), 1),
+                round(float(np.median(sizes)), 1),
+                round(float(sizes.max()), 1),
+            )
+            if sizes.size
+            else (0.0, 0.0, 0.0)
+        ),
+        "disk_mb": round(sum((Path(root) / f).stat().st_size for f in files) / 2**20, 1),
+    }

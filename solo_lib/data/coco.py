@@ -1,0 +1,258 @@
+"""COCO-format instance segmentation: a data set reader and a writer.
+
+`CocoInstanceDataset` reads an `instances_*.json`-style annotation file with
+pycocotools (polygons, uncompressed and compressed RLE) and yields the same items
+as `CIS680Dataset`, so a custom data set trains without code changes. Category ids
+are mapped to labels 1..C in sorted id order; crowd annotations (`iscrowd` = 1)
+are skipped, as SOLO has no use for them.
+
+`write_coco_dataset` exports any data set with `load_raw(i)` and `class_names`
+(e.g. the built-in one) to a COCO folder, which is how the tests and notebook 01
+make a small COCO set without downloading one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from PIL import Image
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from solo_lib.config import SOLOConfig
+from solo_lib.data.atomic import atomic_directory
+from solo_lib.data.errors import DataFormatError
+from solo_lib.data.transforms import PairTransform, build_transforms
+
+ANNOTATION_FILE = "annotations.json"
+IMAGE_DIR = "images"
+
+
+def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
+    """(n, H, W) binary masks -> float32 (n, 4) x1 y1 x2 y2 with pixel-edge corners.
+
+    A mask spanning columns a..b gives x1 = a, x2 = b + 1; an empty mask gives zeros.
+    """
+    boxes = np.zeros((len(masks), 4), dtype=np.float32)
+    for j, m in enumerate(masks):
+        cols, rows = np.flatnonzero(m.any(axis=0)), np.flatnonzero(m.any(axis=1))
+        if cols.size:
+            boxes[j] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+    return boxes
+
+
+class CocoInstanceDataset(Dataset):
+    """COCO instance annotations as `(image, target)` items (the contract of DESIGN.md).
+
+    Args:
+        image_dir: folder the `file_name` entries of the annotation file are relative to.
+        annotation_file: a COCO instances json.
+        cfg: input size, normalisation, augmentation; `cfg.num_classes` must equal the
+            number of categories in the file.
+        train: training-time augmentation.
+        indices: optional subset (positions in the image list sorted by image id).
+        transforms: replaces `build_transforms(cfg, train)`.
+
+    Boxes are recomputed from the decoded masks, so they always agree with them.
+    `image_id` in a target is the position in the full image list, not the COCO id;
+    `coco_ids[image_id]` gives the COCO id.
+    """
+
+    def __init__(
+        self,
+        image_dir: str | os.PathLike,
+        annotation_file: str | os.PathLike,
+        cfg: SOLOConfig,
+        train: bool = False,
+        indices: Sequence[int] | None = None,
+        transforms: PairTransform | None = None,
+    ) -> None:
+        self.image_dir = Path(image_dir)
+        self.annotation_file = Path(annotation_file)
+        self.cfg = cfg
+        self.transforms = transforms if transforms is not None else build_transforms(cfg, train)
+        if not self.annotation_file.is_file():
+            raise DataFormatError(
+                f"{self.annotation_file}: annotation file not found (expected a COCO json)"
+            )
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+                self.coco = COCO(str(self.annotation_file))
+        except (ValueError, KeyError, TypeError) as err:
+            raise DataFormatError(
+                f"{self.annotation_file}: not a COCO instances file (expected json with 'images', "
+                f"'annotations', 'categories'): {err!r}"
+            ) from err
+        cat_ids = sorted(self.coco.getCatIds())
+        if len(cat_ids) != cfg.num_classes:
+            raise DataFormatError(
+                f"{self.annotation_file}: 'categories' has {len(cat_ids)} entries {cat_ids}; expected "
+                f"cfg.num_classes = {cfg.num_classes} (set num_classes and class_names in the config)"
+            )
+        #: COCO category id -> label 1..C, in sorted id order
+        self.cat_to_label = {cid: k for k, cid in enumerate(cat_ids, start=1)}
+        self.class_names = tuple(self.coco.cats[cid]["name"] for cid in cat_ids)
+        self.coco_ids = sorted(self.coco.getImgIds())
+        for img_id in self.coco_ids:
+            info = self.coco.imgs[img_id]
+            if "file_name" not in info:
+                raise DataFormatError(
+                    f"{self.annotation_file}: image id {img_id} has no 'file_name'"
+                )
+            path = self.image_dir / info["file_name"]
+            if not path.is_file():
+                raise DataFormatError(
+                    f"{path}: image file not found (image id {img_id} in {self.annotation_file})"
+                )
+        for ann in self.coco.dataset.get("annotations", []):
+            if ann.get("category_id") not in self.cat_to_label:
+                raise DataFormatError(
+                    f"{self.annotation_file}: annotation id {ann.get('id')} has category_id "
+                    f"{ann.get('category_id')!r}; expected one of {cat_ids}"
+                )
+        n = len(self.coco_ids)
+        self.indices = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64)
+        if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= n):
+            raise IndexError(
+                f"indices must lie in [0, {n}); got {self.indices.min()}..{self.indices.max()}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def load_raw(self, i: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """Item `i` untransformed: uint8 (3, H0, W0) RGB image and a source-frame target."""
+        index = int(self.indices[i])
+        img_id = self.coco_ids[index]
+        info = self.coco.imgs[img_id]
+        path = self.image_dir / info["file_name"]
+        with Image.open(path) as pil:
+            image = np.asarray(pil.convert("RGB"))
+        h, w = image.shape[:2]
+        if (info.get("height", h), info.get("width", w)) != (h, w):
+            raise DataFormatError(
+                f"{path}: image is {h}x{w}; expected {info['height']}x{info['width']} "
+                f"(height/width of image id {img_id} in {self.annotation_file})"
+            )
+        masks, labels = [], []
+        for ann in self.coco.imgToAnns.get(img_id, []):
+            if ann.get("iscrowd", 0):
+                continue
+            m = self.coco.annToMask(ann)
+            if m.shape != (h, w):
+                raise DataFormatError(
+                    f"{self.annotation_file}: annotation id {ann.get('id')} decodes to {m.shape}; "
+                    f"expected ({h}, {w})"
+                )
+            if m.any():
+                masks.append(m)
+                labels.append(self.cat_to_label[ann["category_id"]])
+        mask_array = (
+            np.stack(masks).astype(np.uint8) if masks else np.zeros((0, h, w), dtype=np.uint8)
+        )
+        target = {
+            "labels": torch.tensor(labels, dtype=torch.int64),
+            "masks": torch.from_numpy(mask_array),
+            "boxes": torch.from_numpy(masks_to_boxes(mask_array)),
+            "image_id": torch.tensor(index, dtype=torch.int64),
+        }
+        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), target
+
+    def __getitem__(self, i: int) -> tuple[Tensor, dict[str, Tensor]]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for a data set of {len(self)} images")
+        image, target = self.load_raw(i % len(self))
+        return self.transforms(image, target)
+
+
+class RawDataset(Protocol):
+    class_names: Sequence[str]
+
+    def __len__(self) -> int: ...
+
+    def load_raw(self, i: int) -> tuple[Tensor, dict[str, Tensor]]: ...
+
+
+def mask_to_polygons(mask: np.ndarray) -> list[list[float]]:
+    """Outer and inner outlines of a binary mask as COCO polygons [x1, y1, x2, y2, ...].
+
+    Traced at the 0.5 level between pixel centres (contourpy), in pixel-edge coordinates.
+    COCO unions polygons, so holes are filled: prefer RLE for masks with holes.
+    """
+    import contourpy
+
+    padded = np.pad(mask.astype(np.float64), 1)
+    lines = contourpy.contour_generator(z=padded, name="serial").lines(0.5)
+    polygons = []
+    for line in lines:
+        if len(line) >= 4:  # closed line: first point repeated, so >= 3 distinct vertices
+            # contour coordinates are pixel centres of the padded array: -1 for the pad,
+            # +0.5 to pixel edges
+            polygons.append((np.asarray(line)[:-1] - 0.5).round(2).ravel().tolist())
+    return polygons
+
+
+def write_coco_dataset(
+    dataset: RawDataset,
+    out_dir: str | os.PathLike,
+    indices: Sequence[int] | None = None,
+    segmentation: str = "rle",
+) -> tuple[Path, Path]:
+    """Export images and instance masks of `dataset` to a COCO folder.
+
+    Writes `out_dir/images/000000.png ...` and `out_dir/annotations.json` (category
+    ids 1..C named after `dataset.class_names`), atomically. `segmentation` is "rle"
+    (compressed RLE, exact) or "polygon" (outlines; holes get filled). Returns
+    (image_dir, annotation_file).
+    """
+    if segmentation not in ("rle", "polygon"):
+        raise ValueError(f"segmentation must be 'rle' or 'polygon', got {segmentation!r}")
+    out_dir = Path(out_dir)
+    indices = range(len(dataset)) if indices is None else indices
+    categories = [
+        {"id": k, "name": n, "supercategory": n} for k, n in enumerate(dataset.class_names, 1)
+    ]
+    images, annotations = [], []
+    with atomic_directory(out_dir) as tmp:
+        os.chmod(tmp, 0o755)
+        (tmp / IMAGE_DIR).mkdir()
+        for image_id, i in enumerate(indices, start=1):
+            image, target = dataset.load_raw(int(i))
+            file_name = f"{image_id - 1:06d}.png"
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(tmp / IMAGE_DIR / file_name)
+            h, w = image.shape[-2:]
+            images.append(
+                {"id": image_id, "file_name": file_name, "height": int(h), "width": int(w)}
+            )
+            masks = target["masks"].numpy().astype(np.uint8)
+            boxes = masks_to_boxes(masks)
+            for m, label, box in zip(masks, target["labels"].tolist(), boxes, strict=True):
+                rle = mask_utils.encode(np.asfortranarray(m))
+                segm: list | dict = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+                if segmentation == "polygon":
+                    segm = mask_to_polygons(m) or segm
+                x1, y1, x2, y2 = box.tolist()
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": image_id,
+                        "category_id": int(label),
+                        "segmentation": segm,
+                        "area": float(m.sum()),
+                        "bbox": [x1, y1, x2 - x1, y2 - y1],
+                        "iscrowd": 0,
+                    }
+                )
+        payload = {"images": images, "annotations": annotations, "categories": categories}
+        (tmp / ANNOTATION_FILE).write_text(json.dumps(payload))
+    return out_dir / IMAGE_DIR, out_dir / ANNOTATION_FILE

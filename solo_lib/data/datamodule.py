@@ -1,0 +1,125 @@
+"""Batching and the Lightning data module: one seeded train/val split, one loader setup."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from solo_lib.config import SOLOConfig
+from solo_lib.data.cis680 import CIS680Dataset
+from solo_lib.data.coco import CocoInstanceDataset
+from solo_lib.data.synthetic import ensure_builtin_dataset
+
+FORMATS = ("cis680", "coco")
+
+
+def collate(
+    batch: list[tuple[Tensor, dict[str, Tensor]]],
+) -> tuple[Tensor, list[dict[str, Tensor]]]:
+    """Stack the (equally padded) images to (B, 3, H, W); keep the targets as a list.
+
+    Targets cannot be stacked: each image has its own number of objects.
+    """
+    images = torch.stack([image for image, _ in batch])
+    return images, [target for _, target in batch]
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """A seeded random (train, val) split of range(n); both parts sorted, disjoint, complete.
+
+    The validation part has round(n * val_fraction) images, at least one when n > 1
+    and val_fraction > 0, and never all of them.
+    """
+    n_val = round(n * val_fraction)
+    if n > 1 and val_fraction > 0:
+        n_val = min(max(n_val, 1), n - 1)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(perm[n_val:]), sorted(perm[:n_val])
+
+
+class SOLODataModule(pl.LightningDataModule):
+    """Train and validation loaders over the built-in, a CIS 680 or a COCO data set.
+
+    Args:
+        config: batch size, workers, `val_fraction`, `seed` and the input pipeline.
+        root: folder of the CIS 680 files, or the image folder for COCO; None uses the
+            built-in data set (generated on first use).
+        format: "cis680" or "coco".
+        annotation_file: the COCO json (format "coco" only).
+        max_images: use only the first `max_images` images (quick runs).
+    """
+
+    def __init__(
+        self,
+        config: SOLOConfig,
+        root: str | None = None,
+        format: str = "cis680",
+        annotation_file: str | None = None,
+        max_images: int | None = None,
+    ) -> None:
+        super().__init__()
+        if format not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+        if format == "coco" and (root is None or annotation_file is None):
+            raise ValueError("format 'coco' needs root (the image folder) and annotation_file")
+        self.config = config
+        self.root = root
+        self.format = format
+        self.annotation_file = annotation_file
+        self.max_images = max_images
+        self.class_names = tuple(config.class_names)
+        """Class names of labels 1..C; from the annotation file for COCO (set by `setup`)."""
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+
+    def _dataset(
+        self, train: bool, indices: list[int] | None = None
+    ) -> CIS680Dataset | CocoInstanceDataset:
+        if self.format == "coco":
+            return CocoInstanceDataset(
+                self.root, self.annotation_file, self.config, train=train, indices=indices
+            )
+        root = self.root if self.root is not None else ensure_builtin_dataset()
+        return CIS680Dataset(root, self.config, train=train, indices=indices)
+
+    def prepare_data(self) -> None:
+        """Generate the built-in data set if it is the one asked for (once, on one process)."""
+        if self.format == "cis680" and self.root is None:
+            ensure_builtin_dataset()
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the train/val split (seeded by `config.seed`); idempotent."""
+        if self.train_dataset is not None:
+            return
+        full = self._dataset(train=False)
+        n = len(full) if self.max_images is None else min(len(full), self.max_images)
+        train_idx, val_idx = split_indices(n, self.config.val_fraction, self.config.seed)
+        self.class_names = full.class_names
+        self.train_dataset = self._dataset(train=True, indices=train_idx)
+        self.val_dataset = self._dataset(train=False, indices=val_idx)
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        workers = self.config.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.config.batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            collate_fn=collate,
+            generator=torch.Generator().manual_seed(self.config.seed) if shuffle else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.train_dataset, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.val_dataset, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """The validation split (the course has no separate test split)."""
+        return self.val_dataloader()

@@ -1,0 +1,93 @@
+"""The data module: seeded disjoint split, batching, built-in default, COCO format."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from solo_lib.config import SOLOConfig
+from solo_lib.data import (
+    CIS680Dataset,
+    SOLODataModule,
+    split_indices,
+    write_coco_dataset,
+    write_dataset,
+)
+from solo_lib.data import datamodule as datamodule_module
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("dm") / "set", num_images=15, seed=4)
+
+
+def small_cfg(**changes):
+    settings = {"batch_size": 4, "num_workers": 0, "val_fraction": 0.2, **changes}
+    return SOLOConfig.cpu().replace(**settings)
+
+
+def image_ids(loader):
+    return [t["image_id"].item() for _, targets in loader for t in targets]
+
+
+def test_split_is_seeded_disjoint_and_complete():
+    train, val = split_indices(50, 0.2, seed=0)
+    assert len(val) == 10 and sorted(train + val) == list(range(50)) and not set(train) & set(val)
+    assert split_indices(50, 0.2, seed=0) == (train, val)
+    assert split_indices(50, 0.2, seed=1) != (train, val)
+    assert split_indices(3, 0.01, seed=0)[1] != [] and split_indices(2, 0.9, seed=0)[0] != []
+
+
+def test_loaders_cover_the_split_and_shuffle_reproducibly(data_dir):
+    dm = SOLODataModule(small_cfg(), root=str(data_dir))
+    dm.setup("fit")
+    train_ids, val_ids = image_ids(dm.train_dataloader()), image_ids(dm.val_dataloader())
+    assert len(val_ids) == 3 and len(train_ids) == 12
+    assert sorted(train_ids + val_ids) == list(range(15)) and not set(train_ids) & set(val_ids)
+    assert image_ids(dm.val_dataloader()) == sorted(val_ids)  # validation is not shuffled
+    assert train_ids != sorted(train_ids)  # training is
+    again = SOLODataModule(small_cfg(), root=str(data_dir))
+    assert image_ids(again.train_dataloader()) == train_ids  # same seed, same order
+    other = SOLODataModule(small_cfg(seed=1), root=str(data_dir))
+    other.setup()
+    assert image_ids(other.val_dataloader()) != sorted(val_ids)
+    images, targets = next(iter(dm.train_dataloader()))
+    assert images.shape == (4, 3, 256, 352) and len(targets) == 4
+    assert dm.class_names == ("vehicle", "person", "animal")
+
+
+def test_workers_are_persistent_and_max_images_limits(data_dir):
+    dm = SOLODataModule(small_cfg(num_workers=1), root=str(data_dir), max_images=5)
+    loader = dm.train_dataloader()
+    assert loader.persistent_workers and loader.num_workers == 1
+    assert len(dm.train_dataset) + len(dm.val_dataset) == 5
+    assert isinstance(dm.train_dataset, CIS680Dataset)
+
+
+def test_default_root_is_the_builtin_data_set(data_dir, monkeypatch):
+    calls = []
+
+    def fake_builtin():
+        calls.append(True)
+        return data_dir
+
+    monkeypatch.setattr(datamodule_module, "ensure_builtin_dataset", fake_builtin)
+    dm = SOLODataModule(small_cfg())
+    dm.prepare_data()
+    dm.setup()
+    assert calls and len(dm.train_dataset) == 12
+
+
+def test_coco_format(data_dir, tmp_path):
+    image_dir, ann_file = write_coco_dataset(
+        CIS680Dataset(data_dir, SOLOConfig.cpu()), tmp_path / "coco"
+    )
+    dm = SOLODataModule(
+        small_cfg(), root=str(image_dir), format="coco", annotation_file=str(ann_file)
+    )
+    images, targets = next(iter(dm.val_dataloader()))
+    assert images.shape[1:] == (3, 256, 352) and targets[0]["masks"].dtype == torch.uint8
+    with pytest.raises(ValueError, match="annotation_file"):
+        SOLODataModule(small_cfg(), root=str(image_dir), format="coco")
+    with pytest.raises(ValueError, match="format"):
+        SOLODataModule(small_cfg(), format="voc")
