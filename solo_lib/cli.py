@@ -42,7 +42,9 @@ class SOLOCLI(LightningCLI):
         checkpoint = trainer.checkpoint_callback
         if checkpoint is not None and checkpoint.best_model_path:
             score = checkpoint.best_model_score
-            lines.append(f"best checkpoint: {checkpoint.best_model_path} (val/AP {float(score):.3f})")
+            lines.append(
+                f"best checkpoint: {checkpoint.best_model_path} (val/AP {float(score):.3f})"
+            )
         if checkpoint is not None and checkpoint.last_model_path:
             lines.append(f"last checkpoint: {checkpoint.last_model_path}")
         print("\n".join(lines), flush=True)

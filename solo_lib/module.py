@@ -129,9 +129,10 @@ class LitSOLO(pl.LightningModule):
         world = self.trainer.world_size if self._trainer is not None else 1
         accumulate = self.trainer.accumulate_grad_batches if self._trainer is not None else 1
         lr = self.cfg.learning_rate(self.cfg.batch_size * world * accumulate)
-        decay, no_decay = [], []
-        for name, param in self.model.named_parameters():
-            (no_decay if param.ndim <= 1 else decay).append(param)
+        # No weight decay on biases and normalisation parameters (the 1-d tensors).
+        params = list(self.model.parameters())
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
         optimizer = torch.optim.SGD(
             [
                 {"params": decay, "weight_decay": self.cfg.weight_decay},

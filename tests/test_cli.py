@@ -140,4 +140,3 @@ def test_two_process_ddp_on_cpu_ends_with_identical_weights(tmp_path, tiny_confi
     seed_everything(tiny_config.seed)
     initial = dict(LitSOLO(tiny_config).named_parameters())
     assert any(not torch.equal(initial[name].detach(), rank0[name]) for name in rank0)
-
