@@ -3,6 +3,8 @@
 Start from a preset's YAML file and override any field on the command line::
 
     python -m solo_lib fit --config solo_lib/configs/cpu.yaml --model.config.max_epochs 4
+    python -m solo_lib predict --config solo_lib/configs/cpu.yaml --ckpt_path best.ckpt \
+        --data.predict_dir my_images/ --predict_output.output_dir runs/predictions
 
 The model's `SOLOConfig` is the single source of truth: the data module receives
 the same config, the trainer's ``max_epochs`` and the global seed are linked to it.
@@ -14,12 +16,15 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from solo_lib.data import SOLODataModule
 from solo_lib.module import LitSOLO
+from solo_lib.prediction import PredictionWriter
 
 
 class SOLOCLI(LightningCLI):
     """LightningCLI with the config links of SOLO and a summary after training."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # `predict` writes COCO results and overlays: --predict_output.output_dir DIR
+        parser.add_lightning_class_args(PredictionWriter, "predict_output")
         parser.link_arguments(
             "model", "data.config", apply_on="instantiate", compute_fn=lambda model: model.cfg
         )

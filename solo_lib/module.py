@@ -117,6 +117,11 @@ class LitSOLO(pl.LightningModule):
             metrics[f"val/AP_{name}"] = float(ap)
         self.log_dict(metrics, sync_dist=False)
 
+    def predict_step(self, batch: Batch, batch_idx: int) -> tuple[Tensor, list[dict], list[dict]]:
+        """(images, targets, predictions): one dict per image with ``masks``, ``labels``, ``scores``."""
+        images, targets = batch
+        return images, targets, self.model.predict(images, targets)
+
     # --- optimisation ----------------------------------------------------------
     def configure_optimizers(self):
         """SGD with the linearly scaled learning rate, a linear warm-up and step decay.

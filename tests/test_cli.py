@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -61,6 +62,20 @@ def test_main_job_prints_mask_ap_and_checkpoint(tmp_path, tiny_config, tiny_data
     assert best.is_file()
     checkpoint = torch.load(best, map_location="cpu", weights_only=True)
     assert checkpoint["hyper_parameters"]["config"]["name"] == "tiny"
+
+    out_dir = tmp_path / "predictions"
+    predict = _solo(
+        "predict",
+        "--config",
+        str(config),
+        "--ckpt_path",
+        str(best),
+        "--data.max_images=4",
+        f"--predict_output.output_dir={out_dir}",
+    )
+    assert "results.json" in _finish(predict)
+    assert isinstance(json.loads((out_dir / "results.json").read_text()), list)
+    assert len(list((out_dir / "overlays").glob("*.png"))) == 1  # the validation split of 4
 
 
 def _steps_logged(run_dir: Path) -> list[int]:

@@ -4,6 +4,7 @@ from solo_lib.data.cis680 import CIS680Dataset, summary
 from solo_lib.data.coco import CocoInstanceDataset, write_coco_dataset
 from solo_lib.data.datamodule import SOLODataModule, collate, split_indices
 from solo_lib.data.errors import DataFormatError
+from solo_lib.data.folder import ImageFolderDataset
 from solo_lib.data.synthetic import ensure_builtin_dataset, render_image, write_dataset
 from solo_lib.data.transforms import build_transforms
 
@@ -11,6 +12,7 @@ __all__ = [
     "CIS680Dataset",
     "CocoInstanceDataset",
     "DataFormatError",
+    "ImageFolderDataset",
     "SOLODataModule",
     "build_transforms",
     "collate",

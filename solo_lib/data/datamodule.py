@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 from solo_lib.config import SOLOConfig
 from solo_lib.data.cis680 import CIS680Dataset
 from solo_lib.data.coco import CocoInstanceDataset
+from solo_lib.data.folder import ImageFolderDataset
 from solo_lib.data.synthetic import ensure_builtin_dataset
 
 FORMATS = ("cis680", "coco")
@@ -49,6 +50,7 @@ class SOLODataModule(pl.LightningDataModule):
         format: "cis680" or "coco".
         annotation_file: the COCO json (format "coco" only).
         max_images: use only the first `max_images` images (quick runs).
+        predict_dir: a folder of images for `predict`; None predicts on the validation split.
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class SOLODataModule(pl.LightningDataModule):
         format: str = "cis680",
         annotation_file: str | None = None,
         max_images: int | None = None,
+        predict_dir: str | None = None,
     ) -> None:
         super().__init__()
         if format not in FORMATS:
@@ -69,6 +72,7 @@ class SOLODataModule(pl.LightningDataModule):
         self.format = format
         self.annotation_file = annotation_file
         self.max_images = max_images
+        self.predict_dir = predict_dir
         self.class_names = tuple(config.class_names)
         """Class names of labels 1..C; from the annotation file for COCO (set by `setup`)."""
         self.train_dataset: Dataset | None = None
@@ -123,3 +127,9 @@ class SOLODataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         """The validation split (the course has no separate test split)."""
         return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        """The images of `predict_dir`, or the validation split when it is None."""
+        if self.predict_dir is None:
+            return self.val_dataloader()
+        return self._loader(ImageFolderDataset(self.predict_dir, self.config), shuffle=False)

@@ -1,0 +1,123 @@
+"""Predictions as files: COCO-format results with RLE masks, and overlay PNGs.
+
+`python -m solo_lib predict` runs `LitSOLO.predict_step` over a folder of images
+(``--data.predict_dir``) or the validation split, and `PredictionWriter` writes:
+
+- ``results.json``: the COCO results format, one entry per instance with
+  ``image_id``, ``category_id``, ``segmentation`` (RLE) and ``score``;
+- ``overlays/<name>.png``: each image with its class-coloured masks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pycocotools.mask as mask_utils
+import pytorch_lightning as pl
+from matplotlib.figure import Figure
+from pytorch_lightning.callbacks import BasePredictionWriter
+from torch import Tensor
+from torch.nn import functional as F
+
+from solo_lib.viz import denormalize, draw_instances
+
+
+def to_coco_results(
+    prediction: dict[str, Tensor], image_id: int, category_ids: list[int] | None = None
+) -> list[dict[str, Any]]:
+    """One image's prediction as COCO result entries (RLE masks, counts as str).
+
+    `category_ids[label - 1]` maps labels 1..C to the data set's category ids;
+    by default the label is the id.
+    """
+    masks = prediction["masks"].detach().cpu().numpy().astype(np.uint8)  # (n, H0, W0)
+    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0))) if len(masks) else []
+    results = []
+    for rle, label, score in zip(
+        rles, prediction["labels"].tolist(), prediction["scores"].tolist(), strict=True
+    ):
+        rle["counts"] = rle["counts"].decode("ascii")
+        category = category_ids[label - 1] if category_ids else label
+        results.append(
+            {"image_id": image_id, "category_id": category, "segmentation": rle, "score": score}
+        )
+    return results
+
+
+def image_at_original_size(image: Tensor, target: dict[str, Tensor], cfg) -> np.ndarray:
+    """The network input `image` (3, H, W), padding removed and resized back: (H0, W0, 3)."""
+    x1, y1, x2, y2 = target["content_box"].tolist()
+    h0, w0 = target["orig_size"].tolist()
+    content = image[:, y1:y2, x1:x2].unsqueeze(0).float()
+    resized = F.interpolate(content, size=(h0, w0), mode="bilinear", align_corners=False)[0]
+    return denormalize(resized, cfg)
+
+
+def _atomic_write_json(data: object, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Write ``results.json`` (COCO results) and overlay PNGs into `output_dir`.
+
+    Expects `predict_step` to return ``(images, targets, predictions)`` for each batch.
+    """
+
+    def __init__(
+        self,
+        output_dir: str = "runs/predictions",
+        category_ids: list[int] | None = None,
+        overlays: bool = True,
+    ) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = Path(output_dir)
+        self.category_ids = category_ids
+        self.overlays = overlays
+        self.results: list[dict[str, Any]] = []
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.results = []
+        (self.output_dir / "overlays").mkdir(parents=True, exist_ok=True)
+
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
+    ) -> None:
+        images, targets, predictions = prediction
+        for image, target, pred in zip(images, targets, predictions, strict=True):
+            image_id = int(target["image_id"])
+            self.results += to_coco_results(pred, image_id, self.category_ids)
+            if self.overlays:
+                self._write_overlay(image, target, pred, pl_module.cfg, image_id)
+
+    def _write_overlay(self, image, target, pred, cfg, image_id: int) -> None:
+        picture = image_at_original_size(image.cpu(), target, cfg)
+        h0, w0 = picture.shape[:2]
+        fig = Figure(figsize=(w0 / 100, h0 / 100), dpi=100)
+        ax = fig.add_axes((0, 0, 1, 1))
+        masks, labels, scores = pred["masks"].cpu(), pred["labels"].cpu(), pred["scores"].cpu()
+        draw_instances(ax, picture, masks, labels, scores=scores, class_names=cfg.class_names)
+        name = Path(target.get("file_name", f"{image_id:06d}")).stem + ".png"
+        path = self.output_dir / "overlays" / name
+        tmp = path.with_name(f".{name}.tmp.png")
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, path)
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        _atomic_write_json(self.results, self.output_dir / "results.json")
+        print(
+            f"wrote {len(self.results)} instances to {self.output_dir / 'results.json'} "
+            f"and overlays to {self.output_dir / 'overlays'}",
+            flush=True,
+        )
