@@ -1,0 +1,149 @@
+"""ResNet + FPN backbone, re-strided to SOLO's five levels (strides 8, 8, 16, 32, 32).
+
+torchvision's FPN gives P2..P6 at strides 4, 8, 16, 32, 64. SOLO (like mmdetection)
+halves P2 to stride 8 and brings the max-pooled P6 back up to P5's size, so the
+finest grid (S = 40) never works on a stride-4 map and the coarsest level still
+sees a 25 x 34 map at 800 x 1088.
+
+Normalisation: every BatchNorm is a plain, trainable ``nn.BatchNorm2d``. torchvision's
+``resnet_fpn_backbone`` defaults to ``FrozenBatchNorm2d`` with its statistics fixed
+at 0 mean / 1 variance: right for ImageNet weights, wrong from scratch (the
+normalisation would never learn). With pretrained weights the BatchNorm layers
+start from the ImageNet statistics and stay trainable too; at 8-16 images per
+device the batch statistics are stable enough for that.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from solo_lib.config import SOLOConfig
+
+#: ResNet depths that torchvision builds, with the name of their ImageNet weights enum.
+RESNET_WEIGHTS = {
+    18: "ResNet18_Weights",
+    34: "ResNet34_Weights",
+    50: "ResNet50_Weights",
+    101: "ResNet101_Weights",
+    152: "ResNet152_Weights",
+}
+
+
+class SOLOBackbone(nn.Module):
+    """ResNet + FPN returning SOLO's five feature maps, each ``fpn_channels`` wide.
+
+    ``forward(images (B, 3, H, W))`` returns a list of 5 tensors of shape
+    ``(B, fpn_channels, *cfg.feature_size(level))``: strides 8, 8, 16, 32, 32.
+    """
+
+    def __init__(self, resnet: torchvision.models.ResNet, fpn_channels: int) -> None:
+        super().__init__()
+        # layer1..layer4 end with 64, 128, 256, 512 channels times the block expansion;
+        # after construction `inplanes` holds layer4's width.
+        in_channels = [resnet.inplanes // 8 * 2**i for i in range(4)]
+        self.fpn = BackboneWithFPN(
+            resnet,
+            return_layers={f"layer{i + 1}": str(i) for i in range(4)},
+            in_channels_list=in_channels,
+            out_channels=fpn_channels,
+            extra_blocks=LastLevelMaxPool(),
+        )
+        self.out_channels = fpn_channels
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        p2, p3, p4, p5, p6 = self.fpn(images).values()  # strides 4, 8, 16, 32, 64
+        return [
+            F.interpolate(p2, size=p3.shape[-2:], mode="bilinear", align_corners=False),
+            p3,
+            p4,
+            p5,
+            F.interpolate(p6, size=p5.shape[-2:], mode="bilinear", align_corners=False),
+        ]
+
+
+def build_backbone(cfg: SOLOConfig) -> SOLOBackbone:
+    """The ResNet-``cfg.backbone_depth`` FPN of ``cfg``, loaded with ``cfg.pretrained``.
+
+    ``cfg.pretrained`` is None (random init), ``"imagenet"`` (torchvision's
+    IMAGENET1K_V1 weights, from the torch hub cache or downloaded) or the path of
+    a ResNet state dict (torchvision key names; the ``fc.*`` classifier keys may
+    be missing). All parameters are trainable.
+    """
+    if cfg.backbone_depth not in RESNET_WEIGHTS:
+        raise ValueError(
+            f"backbone_depth must be one of {sorted(RESNET_WEIGHTS)}, got {cfg.backbone_depth}"
+        )
+    if cfg.pretrained == "imagenet":
+        resnet = _imagenet_resnet(cfg.backbone_depth)
+    else:
+        builder = getattr(torchvision.models, f"resnet{cfg.backbone_depth}")
+        resnet = builder(weights=None, norm_layer=nn.BatchNorm2d)
+        if cfg.pretrained is not None:
+            load_resnet_state_dict(resnet, cfg.pretrained)
+    return SOLOBackbone(resnet, cfg.fpn_channels)
+
+
+def _imagenet_resnet(depth: int) -> torchvision.models.ResNet:
+    """A ResNet with torchvision's ImageNet weights; a short, clear error when offline."""
+    weights = getattr(torchvision.models, RESNET_WEIGHTS[depth]).IMAGENET1K_V1
+    builder = getattr(torchvision.models, f"resnet{depth}")
+    try:
+        return builder(weights=weights, progress=False, norm_layer=nn.BatchNorm2d)
+    except OSError as err:  # urllib's URLError is an OSError
+        cached = (
+            Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
+        )
+        reason = getattr(err, "reason", err)
+        raise RuntimeError(
+            f"pretrained='imagenet': could not download the ResNet-{depth} weights ({reason}). "
+            f"Offline, copy {weights.url} to {cached}, or set pretrained to the path of a "
+            "local ResNet state dict (or None to train from scratch)."
+        ) from None
+
+
+def load_resnet_state_dict(resnet: torchvision.models.ResNet, path: str | os.PathLike) -> None:
+    """Load a ResNet state dict from ``path`` into ``resnet`` (tensors only: ``weights_only``).
+
+    ``weights_only=True`` refuses files that would run arbitrary code when unpickled.
+    Missing ``fc.*`` keys are accepted (the classifier is not used); any other
+    missing or unexpected key is an error that names the file.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"pretrained: no file {path}; expected None, 'imagenet' or the path of a "
+            "ResNet state dict saved with torch.save(model.state_dict(), path)"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"{path}: cannot be loaded with torch.load(weights_only=True) ({first_line}); "
+            "expected a plain state dict of tensors"
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{path}: expected a dict of name -> tensor, got {type(state).__name__}")
+    try:
+        missing, unexpected = resnet.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches, e.g. a ResNet-50 file for a ResNet-18
+        detail = next((line.strip() for line in str(err).splitlines() if "mismatch" in line), "")
+        raise ValueError(
+            f"{path}: does not fit a ResNet of this depth ({detail}); check backbone_depth"
+        ) from None
+    missing = [key for key in missing if not key.startswith("fc.")]
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: not a state dict of this ResNet: missing keys {missing[:5]}, "
+            f"unexpected keys {unexpected[:5]} (check backbone_depth)"
+        )

@@ -1,0 +1,102 @@
+"""The SOLO head: one category branch and one mask branch, shared by all FPN levels.
+
+For each level with grid S:
+- category branch: the feature resized to S x S, ``num_stacked_convs`` x
+  [3x3 conv, GroupNorm(32), ReLU], then a 3x3 conv to C logits -> (B, C, S, S).
+- mask branch: the feature plus two CoordConv channels (x and y in [-1, 1]),
+  ``num_stacked_convs`` x [3x3 conv, GN, ReLU], a per-level 1x1 conv to S^2 logits
+  (one channel per grid cell), upsampled x2 -> (B, S^2, 2 H_f, 2 W_f).
+
+Only the final 1x1 mask convs are per level. Initialisation follows mmdetection:
+conv weights normal(std=0.01), and the category bias starts at the focal prior
+-log((1 - 0.01) / 0.01) = -4.595, so that every cell first predicts p = 0.01 and the
+many negatives do not swamp the focal loss in the first iterations.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from solo_lib.config import SOLOConfig
+
+#: Initial foreground probability of every category output (RetinaNet / SOLO prior).
+PRIOR_PROB = 0.01
+
+
+def coord_features(feature: Tensor) -> Tensor:
+    """CoordConv channels for ``feature`` (B, _, H, W): (B, 2, H, W), x then y, in [-1, 1].
+
+    x goes from -1 at the left column to 1 at the right one, y from -1 at the top
+    row to 1 at the bottom; they tell the translation-invariant convolutions where
+    in the image they are, which the mask branch needs to know which cell it serves.
+    """
+    b, _, h, w = feature.shape
+    y, x = torch.meshgrid(
+        torch.linspace(-1, 1, h, device=feature.device, dtype=feature.dtype),
+        torch.linspace(-1, 1, w, device=feature.device, dtype=feature.dtype),
+        indexing="ij",
+    )
+    return torch.stack([x, y]).expand(b, 2, h, w)
+
+
+def _conv_stack(in_channels: int, channels: int, depth: int) -> nn.Sequential:
+    """``depth`` x [3x3 conv (no bias: GN follows), GroupNorm(32), ReLU]."""
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers += [
+            nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1, bias=False),
+            nn.GroupNorm(32, channels),
+            nn.ReLU(inplace=True),
+        ]
+    return nn.Sequential(*layers)
+
+
+class SOLOHead(nn.Module):
+    """Category and mask branches for all levels of ``cfg``.
+
+    ``forward(features)`` takes the backbone's list of per-level maps
+    (B, in_channels, H_f, W_f) and returns two lists of logits, one entry per level:
+    category (B, C, S, S) and masks (B, S^2, 2 H_f, 2 W_f).
+    """
+
+    def __init__(self, cfg: SOLOConfig, in_channels: int) -> None:
+        super().__init__()
+        channels = cfg.head_channels
+        if channels % 32:
+            raise ValueError(
+                f"head_channels must be a multiple of 32 (GroupNorm(32)), got {channels}"
+            )
+        self.num_grids = cfg.num_grids
+        self.cate_convs = _conv_stack(in_channels, channels, cfg.num_stacked_convs)
+        self.cate_out = nn.Conv2d(channels, cfg.num_classes, 3, padding=1)
+        self.mask_convs = _conv_stack(in_channels + 2, channels, cfg.num_stacked_convs)
+        self.mask_out = nn.ModuleList(nn.Conv2d(channels, s * s, 1) for s in cfg.num_grids)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, std=0.01)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        nn.init.constant_(self.cate_out.bias, -math.log((1 - PRIOR_PROB) / PRIOR_PROB))
+
+    def forward(self, features: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        if len(features) != len(self.num_grids):
+            raise ValueError(f"expected {len(self.num_grids)} feature levels, got {len(features)}")
+        categories, masks = [], []
+        for level, (feature, s) in enumerate(zip(features, self.num_grids, strict=True)):
+            cate = F.interpolate(feature, size=(s, s), mode="bilinear", align_corners=False)
+            categories.append(self.cate_out(self.cate_convs(cate)))  # (B, C, S, S)
+
+            mask = self.mask_convs(torch.cat([feature, coord_features(feature)], dim=1))
+            mask = self.mask_out[level](mask)  # (B, S^2, H_f, W_f)
+            h, w = feature.shape[-2:]
+            masks.append(
+                F.interpolate(mask, size=(2 * h, 2 * w), mode="bilinear", align_corners=False)
+            )
+        return categories, masks

@@ -1,0 +1,69 @@
+"""The SOLO network: backbone + FPN + shared head, returning logits for the loss."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from solo_lib.config import SOLOConfig
+from solo_lib.model.backbone import build_backbone
+from solo_lib.model.heads import SOLOHead
+
+
+class SOLOOutput(NamedTuple):
+    """Raw network outputs, one entry per level (logits: apply sigmoid for probabilities)."""
+
+    category: list[Tensor]
+    """Per level (B, C, S, S) category logits, C = num_classes (no background channel)."""
+    masks: list[Tensor]
+    """Per level (B, S*S, h, w) mask logits, (h, w) = cfg.mask_size(level); channel k = row*S + col."""
+
+
+class SOLO(nn.Module):
+    """SOLO (Wang et al., arXiv 1912.04488) for the settings in ``cfg``."""
+
+    def __init__(self, cfg: SOLOConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = build_backbone(cfg)
+        self.head = SOLOHead(cfg, self.backbone.out_channels)
+
+    def forward(self, images: Tensor) -> SOLOOutput:
+        """Logits for ``images`` (B, 3, H, W), normalised and padded as the data sets do."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+        category, masks = self.head(self.backbone(images))
+        return SOLOOutput(category, masks)
+
+    @torch.no_grad()
+    def predict(
+        self,
+        images: Tensor,
+        metas: list[dict],
+        score_threshold: float | None = None,
+        mask_threshold: float | None = None,
+    ) -> list[dict]:
+        """Instances per image: ``{"masks": bool (n, H0, W0), "labels": (n,), "scores": (n,)}``.
+
+        ``metas`` are dicts with ``orig_size`` and ``content_box`` (the data sets'
+        target dicts do). Runs in eval mode and restores the previous mode afterwards.
+        Thresholds default to the config's.
+        """
+        from solo_lib.postprocess import postprocess  # imported here: the model does not need it
+
+        was_training = self.training
+        self.eval()
+        try:
+            output = self(images)
+        finally:
+            self.train(was_training)
+        return postprocess(
+            [c.sigmoid() for c in output.category],
+            [m.sigmoid() for m in output.masks],
+            metas,
+            self.cfg,
+            score_threshold=score_threshold,
+            mask_threshold=mask_threshold,
+        )

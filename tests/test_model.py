@@ -1,0 +1,194 @@
+"""The SOLO network: shapes per level for both presets, strides, heads' init, backbone weights."""
+
+from __future__ import annotations
+
+import math
+import urllib.error
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from solo_lib.config import SOLOConfig
+from solo_lib.model import SOLO, SOLOOutput, build_backbone
+from solo_lib.model.heads import coord_features
+
+
+class _Options:
+    """A pickled object outside torch's weights_only allow-list."""
+
+
+def _check_output_shapes(output: SOLOOutput, cfg: SOLOConfig, batch: int) -> None:
+    assert len(output.category) == len(output.masks) == cfg.num_levels
+    for level, s in enumerate(cfg.num_grids):
+        assert output.category[level].shape == (batch, cfg.num_classes, s, s)
+        assert output.masks[level].shape == (batch, s * s, *cfg.mask_size(level))
+
+
+def test_cpu_preset_output_shapes() -> None:
+    torch.manual_seed(0)
+    cfg = SOLOConfig.cpu()
+    model = SOLO(cfg)
+    output = model(torch.randn(2, 3, *cfg.image_size))
+    _check_output_shapes(output, cfg, batch=2)
+    assert all(torch.isfinite(x).all() for x in output.category + output.masks)
+
+
+def test_paper_preset_output_shapes_at_800x1088() -> None:
+    """The paper's input size, grids and ResNet-50; narrower heads keep the test fast."""
+    torch.manual_seed(0)
+    cfg = SOLOConfig.paper().replace(fpn_channels=64, head_channels=64, num_stacked_convs=1)
+    model = SOLO(cfg).eval()
+    images = torch.randn(1, 3, *cfg.image_size)
+    with torch.no_grad():
+        features = model.backbone(images)
+        output = model(images)
+    # SOLO_REFERENCE section 3: 100x136, 100x136, 50x68, 25x34, 25x34 at 800 x 1088.
+    assert [tuple(f.shape[-2:]) for f in features] == [
+        (100, 136),
+        (100, 136),
+        (50, 68),
+        (25, 34),
+        (25, 34),
+    ]
+    _check_output_shapes(output, cfg, batch=1)
+    assert output.masks[0].shape == (1, 1600, 200, 272)
+
+
+def test_paper_preset_parameter_counts() -> None:
+    model = SOLO(SOLOConfig.paper())
+    trunk = sum(p.numel() for p in model.backbone.fpn.body.parameters())
+    assert trunk == 23_508_032  # torchvision's ResNet-50 (25,557,032) without its fc layer
+    assert len(model.head.mask_out) == 5
+    assert model.head.mask_out[0].out_channels == 40 * 40
+
+
+@pytest.mark.parametrize("image_size", [(256, 352), (224, 320), (160, 128)])
+def test_backbone_strides_match_config(image_size: tuple[int, int]) -> None:
+    cfg = SOLOConfig.cpu().replace(image_size=image_size)
+    backbone = build_backbone(cfg)
+    with torch.no_grad():
+        features = backbone(torch.randn(1, 3, *image_size))
+    assert [f.shape[1] for f in features] == [cfg.fpn_channels] * 5
+    assert [tuple(f.shape[-2:]) for f in features] == [cfg.feature_size(i) for i in range(5)]
+    assert cfg.strides == (8, 8, 16, 32, 32)
+
+
+def test_coord_features_span_minus_one_to_one() -> None:
+    feature = torch.zeros(2, 7, 5, 9)
+    coords = coord_features(feature)
+    assert coords.shape == (2, 2, 5, 9)
+    x, y = coords[0]
+    assert coords.min() == -1 and coords.max() == 1
+    assert torch.equal(x[:, 0], torch.full((5,), -1.0)) and torch.equal(x[:, -1], torch.ones(5))
+    assert torch.equal(y[0], torch.full((9,), -1.0)) and torch.equal(y[-1], torch.ones(9))
+    assert (x.diff(dim=1) > 0).all() and (x.diff(dim=0) == 0).all()  # x varies along the width
+    assert (y.diff(dim=0) > 0).all() and (y.diff(dim=1) == 0).all()  # y along the height
+
+
+def test_category_bias_starts_at_focal_prior() -> None:
+    torch.manual_seed(0)
+    cfg = SOLOConfig.cpu()
+    model = SOLO(cfg)
+    bias = model.head.cate_out.bias
+    assert torch.allclose(bias, torch.full_like(bias, -math.log(0.99 / 0.01)))
+    assert abs(bias[0].item() - (-4.595)) < 1e-3
+    with torch.no_grad():
+        output = model(torch.randn(1, 3, *cfg.image_size))
+    probs = torch.cat([c.sigmoid().flatten() for c in output.category])
+    assert abs(probs.mean().item() - 0.01) < 0.003
+
+
+def test_all_parameters_trainable_and_batchnorm_not_frozen() -> None:
+    torch.manual_seed(0)
+    cfg = SOLOConfig.cpu()
+    model = SOLO(cfg)
+    modules = list(model.modules())
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in modules)
+    batchnorms = [m for m in modules if isinstance(m, nn.BatchNorm2d)]
+    assert len(batchnorms) == 20  # ResNet-18: stem + 2 per block x 8 + 3 downsample
+    assert all(p.requires_grad for p in model.parameters())
+    before = batchnorms[0].running_mean.clone()
+    model.train()(torch.randn(2, 3, *cfg.image_size) * 3 + 1)
+    assert not torch.equal(before, batchnorms[0].running_mean)  # statistics are learned
+
+
+def test_pretrained_local_state_dict_is_loaded(tmp_path) -> None:
+    torch.manual_seed(1)
+    source = torchvision.models.resnet18()
+    nn.init.normal_(source.conv1.weight)  # distinct from any default initialisation
+    source.layer4[1].bn2.running_var.fill_(3.0)
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith("fc.")}
+    path = tmp_path / "resnet18.pth"
+    torch.save(state, path)
+
+    backbone = build_backbone(SOLOConfig.cpu().replace(pretrained=str(path)))
+    body = backbone.fpn.body
+    assert torch.equal(body.conv1.weight, source.conv1.weight)
+    assert torch.equal(body.layer3[0].conv2.weight, source.layer3[0].conv2.weight)
+    assert torch.equal(body.layer4[1].bn2.running_var, torch.full((512,), 3.0))
+    assert all(p.requires_grad for p in backbone.parameters())
+
+
+def test_pretrained_file_is_loaded_weights_only(tmp_path) -> None:
+    """A file that needs arbitrary unpickling (here: a plain Python object) is refused."""
+    path = tmp_path / "not_weights.pth"
+    torch.save({"conv1.weight": torch.zeros(1), "options": _Options()}, path)
+    with pytest.raises(ValueError, match="weights_only=True") as info:
+        build_backbone(SOLOConfig.cpu().replace(pretrained=str(path)))
+    assert str(path) in str(info.value)
+
+
+def test_pretrained_file_of_wrong_depth_or_missing_is_a_clear_error(tmp_path) -> None:
+    path = tmp_path / "resnet34.pth"
+    torch.save(torchvision.models.resnet34().state_dict(), path)
+    with pytest.raises(ValueError, match="backbone_depth"):
+        build_backbone(SOLOConfig.cpu().replace(pretrained=str(path)))
+    with pytest.raises(FileNotFoundError, match="no_such.pth"):
+        build_backbone(SOLOConfig.cpu().replace(pretrained=str(tmp_path / "no_such.pth")))
+
+
+def test_imagenet_offline_gives_short_clear_error(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(url, dst, *args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(RuntimeError) as info:
+        build_backbone(SOLOConfig.cpu().replace(pretrained="imagenet"))
+    message = str(info.value)
+    expected = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    assert str(expected) in message
+    assert "no network" in message and "local" in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert len(info.traceback) <= 4  # no torch.hub / urllib frames in the report
+
+
+def test_unknown_depth_is_rejected() -> None:
+    with pytest.raises(ValueError, match="backbone_depth"):
+        build_backbone(SOLOConfig.cpu().replace(backbone_depth=42))
+
+
+def test_predict_post_processes_probabilities_and_restores_mode() -> None:
+    torch.manual_seed(0)
+    # update_threshold: keep the low scores (prior x maskness, about 0.005) after Matrix NMS.
+    cfg = SOLOConfig.cpu().replace(image_size=(128, 160), update_threshold=1e-4)
+    model = SOLO(cfg).train()
+    images = torch.randn(2, 3, *cfg.image_size)
+    metas = [
+        {"orig_size": torch.tensor([96, 128]), "content_box": torch.tensor([0, 4, 160, 124])}
+    ] * 2
+    # Untrained, every cell scores about the prior 0.01: nothing passes the default 0.1.
+    assert [len(r["scores"]) for r in model.predict(images, metas)] == [0, 0]
+    assert model.training
+    results = model.predict(images, metas, score_threshold=0.005, mask_threshold=0.4)
+    assert len(results) == 2 and len(results[0]["scores"]) > 0
+    for result in results:
+        n = len(result["scores"])
+        assert result["masks"].shape == (n, 96, 128) and result["masks"].dtype == torch.bool
+        assert result["labels"].dtype == torch.int64
+        assert ((result["labels"] >= 1) & (result["labels"] <= cfg.num_classes)).all()
+        assert (result["scores"] <= 1).all()
