@@ -1,0 +1,278 @@
+"""COCO-style mask AP for SOLO's predictions, on top of torchmetrics' `MeanAveragePrecision`.
+
+`MaskEvaluator` collects predictions and ground truth image by image and
+reports mask AP (IoU 0.50:0.95), AP50, AP75, per-class AP and per-class
+precision-recall curves at IoU 0.5, with COCO's 101-point interpolation.
+Everything is compared at the original image size: `ground_truth_at_original_size`
+brings the data sets' padded targets back to that frame.
+
+Two traps of ``MeanAveragePrecision(iou_type="segm")`` (torchmetrics 1.9,
+pycocotools backend) that this module avoids:
+
+* An image without ground truth is left out of the COCO data set, and with it
+  every prediction on that image: false positives on empty images are ignored
+  and AP comes out too high. Evaluating ``("bbox", "segm")``, with boxes taken
+  from the masks, keeps every image (torchmetrics drops images only when no
+  boxes are given); only the mask results are reported.
+* With no predictions at all, every value is -1 ("not computed"). Here the
+  images are kept, so AP is 0 when there is ground truth and nothing is found.
+
+Values that COCO cannot define are NaN here (COCO writes -1): the AP of a class
+without any ground truth object, or every AP when there is no ground truth at all.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics.detection import MeanAveragePrecision
+
+from solo_lib.postprocess import mask_iou
+
+#: Recall points of COCO's interpolated precision-recall curve.
+NUM_RECALL_POINTS = 101
+
+
+def _undefined_to_nan(value: float) -> float:
+    """COCO's -1 ("no ground truth to measure against") as NaN, so it is never averaged in."""
+    return math.nan if value < 0 else value
+
+
+def _boxes_from_masks(masks: Tensor) -> Tensor:
+    """Tight xyxy boxes (n, 4) float32 of bool masks (n, H, W); an empty mask gets (0, 0, 0, 0)."""
+    rows, cols = masks.any(dim=2), masks.any(dim=1)  # (n, H), (n, W)
+    height, width = masks.shape[1:]
+    y1 = rows.float().argmax(dim=1)
+    y2 = height - rows.flip(1).float().argmax(dim=1)
+    x1 = cols.float().argmax(dim=1)
+    x2 = width - cols.flip(1).float().argmax(dim=1)
+    boxes = torch.stack([x1, y1, x2, y2], dim=1).float()
+    return boxes * rows.any(dim=1, keepdim=True)
+
+
+def _check_item(item: dict, index: int, what: str, keys: tuple[str, ...]) -> None:
+    """A clear error when `item` is not a dict of the expected tensors."""
+    expected = "{masks: bool (n, H, W), labels: int64 (n,)" + (
+        ", scores: float (n,)}" if "scores" in keys else "}"
+    )
+    if not isinstance(item, dict) or any(key not in item for key in keys):
+        found = sorted(item) if isinstance(item, dict) else type(item).__name__
+        raise ValueError(f"MaskEvaluator.update: {what}[{index}] must be {expected}, got {found}")
+    if not all(isinstance(item[key], Tensor) for key in keys):
+        types = {key: type(item[key]).__name__ for key in keys}
+        raise ValueError(f"MaskEvaluator.update: {what}[{index}] must be {expected}, got {types}")
+    masks = item["masks"]
+    n = masks.shape[0] if masks.dim() == 3 else -1
+    if n < 0 or any(item[key].shape != (n,) for key in keys if key != "masks"):
+        shapes = {key: tuple(item[key].shape) for key in keys}
+        raise ValueError(f"MaskEvaluator.update: {what}[{index}] must be {expected}, got {shapes}")
+
+
+class MaskEvaluator:
+    """Mask AP over a data set, fed image by image.
+
+    ``update(predictions, ground_truth)`` takes two lists with one dict per
+    image: predictions ``{"masks": bool (n, H, W), "labels": (n,), "scores": (n,)}``
+    and ground truth ``{"masks": (m, H, W), "labels": (m,)}``, labels in 1..C and
+    both at the same (original) image size. Images without predictions or
+    without ground truth are fine. ``compute()`` returns the metrics (see there);
+    ``reset()`` starts over.
+    """
+
+    def __init__(self, class_names: tuple[str, ...] | list[str]) -> None:
+        self.class_names = tuple(class_names)
+        self.metric = self._new_metric()
+        self.num_images = 0
+        self.num_predictions = 0
+        self.num_ground_truth = 0
+
+    @staticmethod
+    def _new_metric() -> MeanAveragePrecision:
+        metric = MeanAveragePrecision(iou_type=("bbox", "segm"), extended_summary=True)
+        metric.warn_on_many_detections = False
+        return metric
+
+    def reset(self) -> None:
+        """Forget everything seen so far."""
+        self.metric = self._new_metric()
+        self.num_images = self.num_predictions = self.num_ground_truth = 0
+
+    def update(self, predictions: list[dict], ground_truth: list[dict]) -> None:
+        """Add a batch of images: one prediction dict and one ground-truth dict per image."""
+        if len(predictions) != len(ground_truth):
+            raise ValueError(
+                f"MaskEvaluator.update: {len(predictions)} predictions for "
+                f"{len(ground_truth)} ground-truth images"
+            )
+        preds, targets = [], []
+        for index, (pred, gt) in enumerate(zip(predictions, ground_truth, strict=True)):
+            _check_item(pred, index, "predictions", ("masks", "labels", "scores"))
+            _check_item(gt, index, "ground_truth", ("masks", "labels"))
+            if pred["masks"].shape[1:] != gt["masks"].shape[1:]:
+                raise ValueError(
+                    f"MaskEvaluator.update: image {index}: predicted masks are "
+                    f"{tuple(pred['masks'].shape[1:])} but ground truth masks are "
+                    f"{tuple(gt['masks'].shape[1:])}; compare both at the original image size "
+                    "(see ground_truth_at_original_size)"
+                )
+            pred_masks, gt_masks = pred["masks"].bool().cpu(), gt["masks"].bool().cpu()
+            preds.append(
+                {
+                    "masks": pred_masks,
+                    "boxes": _boxes_from_masks(pred_masks),
+                    "labels": pred["labels"].long().cpu(),
+                    "scores": pred["scores"].float().cpu(),
+                }
+            )
+            targets.append(
+                {
+                    "masks": gt_masks,
+                    "boxes": _boxes_from_masks(gt_masks),
+                    "labels": gt["labels"].long().cpu(),
+                }
+            )
+            self.num_predictions += pred_masks.shape[0]
+            self.num_ground_truth += gt_masks.shape[0]
+        self.metric.update(preds, targets)
+        self.num_images += len(preds)
+
+    def compute(self) -> dict:
+        """The mask metrics of everything seen since the last `reset`.
+
+        Returns a dict with floats ``AP`` (IoU 0.50:0.95), ``AP50``, ``AP75``,
+        ``AP_small``, ``AP_medium``, ``AP_large``, ``AR100``; ``per_class_AP``
+        and ``per_class_AP50`` ({class name: float}); ``pr_curves`` ({class name:
+        {"recall", "precision", "scores"}}, tensors at IoU 0.5 on COCO's
+        recall points up to the highest recall reached; "scores" is the score
+        threshold that reaches each point); and the counts ``num_images``,
+        ``num_predictions``, ``num_ground_truth``. Undefined values are NaN.
+        """
+        empty_curve = {key: torch.zeros(0) for key in ("recall", "precision", "scores")}
+        result = {
+            "per_class_AP": dict.fromkeys(self.class_names, math.nan),
+            "per_class_AP50": dict.fromkeys(self.class_names, math.nan),
+            "pr_curves": {name: dict(empty_curve) for name in self.class_names},
+            "num_images": self.num_images,
+            "num_predictions": self.num_predictions,
+            "num_ground_truth": self.num_ground_truth,
+        }
+        summary_keys = {
+            "AP": "segm_map",
+            "AP50": "segm_map_50",
+            "AP75": "segm_map_75",
+            "AP_small": "segm_map_small",
+            "AP_medium": "segm_map_medium",
+            "AP_large": "segm_map_large",
+            "AR100": "segm_mar_100",
+        }
+        if self.num_images == 0:
+            result.update(dict.fromkeys(summary_keys, math.nan))
+            return result
+        raw = self.metric.compute()
+        for name, key in summary_keys.items():
+            result[name] = _undefined_to_nan(float(raw[key]))
+        if "segm_precision" not in raw:  # no class at all, neither predicted nor annotated
+            return result
+
+        # precision: (T iou thresholds, R recall points, K classes, A areas, M max dets);
+        # area 0 is "all", max dets -1 is 100; classes are raw["classes"], in ascending order.
+        precision = raw["segm_precision"][:, :, :, 0, -1]  # (T, R, K)
+        scores = raw["segm_scores"][:, :, :, 0, -1]
+        max_recall = raw["segm_recall"][0, :, 0, -1]  # (K,) at IoU 0.5
+        recall_points = torch.linspace(0, 1, NUM_RECALL_POINTS)
+        for k, label in enumerate(raw["classes"].reshape(-1).tolist()):
+            if not 1 <= label <= len(self.class_names):
+                raise ValueError(
+                    f"MaskEvaluator: label {label} is not in 1..{len(self.class_names)} "
+                    f"({self.class_names})"
+                )
+            name = self.class_names[label - 1]
+            class_precision = precision[:, :, k]
+            if (class_precision < 0).all():  # no ground truth of this class
+                continue
+            result["per_class_AP"][name] = class_precision.mean().item()
+            result["per_class_AP50"][name] = class_precision[0].mean().item()
+            reached = (recall_points <= max_recall[k] + 1e-6) & (max_recall[k] > 0)
+            result["pr_curves"][name] = {
+                "recall": recall_points[reached],
+                "precision": class_precision[0][reached].float(),
+                "scores": scores[0, :, k][reached].float(),
+            }
+        return result
+
+
+def ground_truth_at_original_size(target: dict) -> dict[str, Tensor]:
+    """A data set target's masks in the original frame: ``{"masks": bool (n, H0, W0), "labels"}``.
+
+    The padding around ``content_box`` is cropped away and the rest resized
+    (nearest-exact) to ``orig_size``, so that ground truth and `postprocess`'s
+    predictions are compared at the same, original, resolution.
+    """
+    for key in ("masks", "labels", "orig_size", "content_box"):
+        if key not in target:
+            raise KeyError(
+                f"ground_truth_at_original_size: target has no {key!r} (keys: {sorted(target)})"
+            )
+    height, width = (int(v) for v in torch.as_tensor(target["orig_size"]).tolist())
+    x1, y1, x2, y2 = (int(v) for v in torch.as_tensor(target["content_box"]).tolist())
+    masks = target["masks"]
+    if masks.shape[0] == 0:
+        resized = torch.zeros((0, height, width), dtype=torch.bool, device=masks.device)
+    else:
+        content = masks[:, y1:y2, x1:x2].float()
+        resized = F.interpolate(content[None], size=(height, width), mode="nearest-exact")[0] > 0.5
+    return {"masks": resized, "labels": target["labels"]}
+
+
+@dataclass
+class ImageMatch:
+    """How the predictions of one image match its ground truth (COCO-style, one IoU threshold)."""
+
+    matched_gt: Tensor
+    """(n,) int64: the ground-truth index each prediction matches, -1 for none."""
+    iou: Tensor
+    """(n,) float32: IoU with the matched ground truth, 0 for none."""
+    num_ground_truth: int
+
+    @property
+    def num_predictions(self) -> int:
+        return self.matched_gt.shape[0]
+
+    @property
+    def num_matched(self) -> int:
+        return int((self.matched_gt >= 0).sum())
+
+    def summary(self) -> str:
+        """E.g. "2 of 3 predictions match ground truth (2 objects)"."""
+        return (
+            f"{self.num_matched} of {self.num_predictions} predictions match ground truth "
+            f"({self.num_ground_truth} objects)"
+        )
+
+
+def match_predictions(pred: dict, gt: dict, iou: float = 0.5) -> ImageMatch:
+    """Match one image's predictions to its ground truth, as COCO does at one IoU threshold.
+
+    Predictions are taken by decreasing score; each takes the still unmatched
+    ground-truth object of the same label with the highest IoU, if that IoU is
+    at least `iou`. Each ground-truth object is matched at most once.
+    """
+    pred_masks, gt_masks = pred["masks"].bool(), gt["masks"].bool().to(pred["masks"].device)
+    n, m = pred_masks.shape[0], gt_masks.shape[0]
+    matched_gt = torch.full((n,), -1, dtype=torch.int64)
+    matched_iou = torch.zeros(n, dtype=torch.float32)
+    if n and m:
+        same_label = pred["labels"].cpu()[:, None] == gt["labels"].cpu()[None, :]
+        ious = torch.where(same_label, mask_iou(pred_masks, gt_masks).cpu(), -1.0).tolist()
+        taken = [False] * m
+        for i in pred["scores"].cpu().argsort(descending=True, stable=True).tolist():
+            candidates = [(ious[i][j], j) for j in range(m) if not taken[j] and ious[i][j] >= iou]
+            if candidates:
+                best_iou, j = max(candidates)
+                taken[j] = True
+                matched_gt[i], matched_iou[i] = j, best_iou
+    return ImageMatch(matched_gt=matched_gt, iou=matched_iou, num_ground_truth=m)
