@@ -199,7 +199,7 @@ def test_one_batch_overfit_reduces_both_losses() -> None:
     model = SOLO(cfg).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     history = []
-    for _ in range(25):
+    for _ in range(40):
         losses = solo_loss(model(images), batch_targets, cfg)
         optimizer.zero_grad()
         losses["loss"].backward()

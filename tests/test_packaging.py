@@ -1,8 +1,8 @@
 """environment.yml and pyproject.toml name the same dependencies and versions; README's commands match CI."""
 
 import re
-import tomllib
 
+import tomllib
 import yaml
 
 from solo_lib.paths import REPO_ROOT
