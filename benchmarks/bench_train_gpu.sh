@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The GPU measurements in one command, training throughput first (paper preset, bf16-mixed).
+#
+#   benchmarks/bench_train_gpu.sh                       # on a CUDA machine: updates RESULTS.md
+#   DEVICE=cpu benchmarks/bench_train_gpu.sh --quick    # smoke test of the same commands on a CPU
+#
+# Extra arguments (--quick, --results PATH) go to every script. PYTHON picks the
+# interpreter (default: .venv/bin/python if it exists, else python3). Each script writes
+# its own "<name>_cuda" section of RESULTS.md, next to the CPU numbers. About 5 minutes
+# on one H100, plus about 30 s to generate the built-in data set if data/builtin is missing.
+#
+# Not run here: bench_model.py, bench_targets.py and bench_matrix_nms.py also take
+# --device cuda, but they write the same section for every device, so a GPU run
+# would replace their CPU numbers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DEVICE=${DEVICE:-cuda}
+if [[ -z "${PYTHON:-}" ]]; then
+    if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+set -x
+"$PYTHON" benchmarks/bench_train.py --device "$DEVICE" --amp --presets paper cpu "$@"
+"$PYTHON" benchmarks/bench_latency.py --device "$DEVICE" --amp "$@"
+"$PYTHON" benchmarks/bench_data.py --device "$DEVICE" --amp "$@"

@@ -1,0 +1,74 @@
+"""Every benchmark script runs: ``benchmarks/bench_*.py --quick`` exits 0 and prints a table.
+
+Each script runs in its own process, as a user would start it, with ``--results``
+pointing at a temporary copy of RESULTS.md, so the committed file is never touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+RESULTS = BENCH_DIR / "RESULTS.md"
+SCRIPTS = sorted(BENCH_DIR.glob("bench_*.py"))
+
+
+def _digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+def test_every_benchmark_script_is_found() -> None:
+    names = {script.name for script in SCRIPTS}
+    for expected in ("bench_accuracy.py", "bench_latency.py", "bench_data.py", "bench_train.py"):
+        assert expected in names
+
+
+@pytest.fixture(scope="module")
+def quick_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
+    """Every script's ``--quick`` run: {name: (completed process, RESULTS.md copy, its digest)}.
+
+    The scripts run three at a time: much of each run is starting Python and importing
+    torch, so overlapping them keeps the suite short on a 2-core machine.
+    """
+
+    def run(script: Path) -> tuple[str, subprocess.CompletedProcess, Path, str | None]:
+        folder = tmp_path_factory.mktemp(script.stem)
+        results = folder / "RESULTS.md"
+        if RESULTS.exists():
+            shutil.copy(RESULTS, results)
+        before = _digest(results)
+        done = subprocess.run(
+            [sys.executable, str(script), "--quick", "--results", str(results)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=folder,
+        )
+        return script.name, done, results, before
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return {name: rest for name, *rest in pool.map(run, SCRIPTS)}
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
+def test_quick_mode_prints_a_table(script: Path, quick_runs: dict) -> None:
+    done, results, before = quick_runs[script.name]
+    assert done.returncode == 0, f"{script.name} --quick failed:\n{done.stderr[-4000:]}"
+    table = [line for line in done.stdout.splitlines() if line.startswith("|")]
+    assert len(table) >= 3, f"{script.name}: no markdown table (header, rule, row):\n{done.stdout}"
+    assert set(table[1].replace("|", "").split()) == {"---"}, table[1]
+    # --quick only checks that a script runs: it must not write results, not even to the copy
+    assert _digest(results) == before, f"{script.name} --quick wrote {results}"
+
+
+def test_gpu_script_is_valid_bash() -> None:
+    script = BENCH_DIR / "bench_train_gpu.sh"
+    done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
