@@ -97,7 +97,7 @@ def mask_iou(a: Tensor, b: Tensor | None = None) -> Tensor:
                 f"mask_iou: {name} must be a bool tensor (N, H, W), "
                 f"got {masks.dtype} of shape {tuple(masks.shape)}"
             )
-    flat_a = a.reshape(a.shape[0], -1).contiguous()
+    flat_a = a.flatten(1).contiguous()  # (n, H*W); flatten, unlike reshape(n, -1), allows n = 0
     if b is None:
         inter = pairwise_intersection(flat_a, flat_a)
         area_a = area_b = inter.diagonal()
@@ -106,7 +106,7 @@ def mask_iou(a: Tensor, b: Tensor | None = None) -> Tensor:
             raise ValueError(
                 f"mask_iou: mask sizes differ: {tuple(a.shape[1:])} vs {tuple(b.shape[1:])}"
             )
-        flat_b = b.reshape(b.shape[0], -1).contiguous()
+        flat_b = b.flatten(1).contiguous()
         inter = pairwise_intersection(flat_a, flat_b)
         area_a, area_b = flat_a.sum(1).float(), flat_b.sum(1).float()
     union = area_a[:, None] + area_b[None, :] - inter

@@ -330,14 +330,14 @@ def plot_level_maps(
     fig, axes = plt.subplots(
         len(rows),
         n_levels,
-        figsize=(1.9 * n_levels + 1.2, 2.1 * len(rows)),
+        figsize=(1.45 * n_levels + 1.1, 1.65 * len(rows)),
         squeeze=False,
         layout="constrained",
     )
     for r, ((title, _), maps) in enumerate(zip(rows, arrays, strict=True)):
         for level, heat in enumerate(maps):
             ax = axes[r, level]
-            shown = ax.imshow(heat, vmin=0.0, vmax=vmax, cmap="magma")
+            shown = ax.imshow(heat, vmin=0.0, vmax=vmax, cmap="magma", interpolation="nearest")
             if threshold is not None:
                 ys, xs = np.nonzero(heat > threshold)
                 ax.scatter(xs, ys, s=30, facecolors="none", edgecolors="cyan", linewidths=1)
@@ -369,7 +369,7 @@ def plot_mask_grid(
     n = masks_np.shape[0]
     cols = max(1, min(ncols, n))
     rows = max(1, -(-n // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 1.45 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.45 * cols, 1.3 * rows), squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
     if n == 0:
@@ -476,12 +476,14 @@ def plot_results(
     titles: Sequence[tuple[str, str]] | None = None,
     class_names: Sequence[str] = DEFAULT_CLASS_NAMES,
     pairs_per_row: int = 2,
+    panel_size: tuple[float, float] = (2.0, 1.5),
 ) -> Figure:
     """A results table: for each image, its ground truth beside the predictions.
 
     `images` are (H, W, 3) in [0, 1]; `ground_truth` dicts hold ``masks`` (m, H, W)
     and ``labels``; `predictions` also ``scores``, written after the class name.
-    `titles` gives (ground-truth title, prediction title) per image.
+    `titles` gives (ground-truth title, prediction title) per image; `panel_size`
+    is the (width, height) of one picture in inches.
     """
     n = len(images)
     if n == 0 or len(ground_truth) != n or len(predictions) != n:
@@ -493,7 +495,10 @@ def plot_results(
         raise ValueError(f"plot_results: {len(titles)} titles for {n} images")
     pairs = max(1, min(pairs_per_row, n))
     rows = -(-n // pairs)
-    fig, axes = plt.subplots(rows, 2 * pairs, figsize=(5.2 * pairs, 2.1 * rows), squeeze=False)
+    width, height = panel_size
+    fig, axes = plt.subplots(
+        rows, 2 * pairs, figsize=(2 * width * pairs, height * rows), squeeze=False
+    )
     for ax in axes.flat:
         ax.set_axis_off()
     for i, (image, gt, pred) in enumerate(zip(images, ground_truth, predictions, strict=True)):

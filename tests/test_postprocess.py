@@ -110,6 +110,9 @@ def test_mask_iou_known_values():
     b = torch.zeros((1, 4, 4), dtype=torch.bool)
     b[0, :1] = True  # 4 pixels, inside a[0]; shares 1 pixel with a[1]
     torch.testing.assert_close(mask_iou(a, b), torch.tensor([[0.5], [1 / 7]]))
+    none = torch.zeros((0, 4, 4), dtype=torch.bool)  # no masks: an image without detections
+    assert mask_iou(none).shape == (0, 0)
+    assert mask_iou(none, b).shape == (0, 1) and mask_iou(a, none).shape == (2, 0)
 
 
 def test_points_nms_keeps_2x2_window_maxima():
