@@ -138,14 +138,14 @@ class LitSOLO(pl.LightningModule):
         params = list(self.model.parameters())
         decay = [p for p in params if p.ndim > 1]
         no_decay = [p for p in params if p.ndim <= 1]
-        optimizer = torch.optim.SGD(
-            [
-                {"params": decay, "weight_decay": self.cfg.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=lr,
-            momentum=self.cfg.momentum,
-        )
+        groups = [
+            {"params": decay, "weight_decay": self.cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        if self.cfg.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(groups, lr=lr, betas=(self.cfg.momentum, 0.999))
+        else:
+            optimizer = torch.optim.SGD(groups, lr=lr, momentum=self.cfg.momentum)
         warmup = torch.optim.lr_scheduler.LinearLR(
             optimizer,
             start_factor=self.cfg.warmup_ratio,

@@ -66,14 +66,28 @@ def test_paper_preset_parameter_counts() -> None:
 
 
 @pytest.mark.parametrize("image_size", [(256, 352), (224, 320), (160, 128)])
-def test_backbone_strides_match_config(image_size: tuple[int, int]) -> None:
-    cfg = SOLOConfig.cpu().replace(image_size=image_size)
+@pytest.mark.parametrize("strides", [(8, 8, 16, 32, 32), (4, 4, 8, 16, 16)])
+def test_backbone_strides_match_config(image_size: tuple[int, int], strides) -> None:
+    cfg = SOLOConfig.cpu().replace(image_size=image_size, strides=strides)
     backbone = build_backbone(cfg)
     with torch.no_grad():
         features = backbone(torch.randn(1, 3, *image_size))
     assert [f.shape[1] for f in features] == [cfg.fpn_channels] * 5
     assert [tuple(f.shape[-2:]) for f in features] == [cfg.feature_size(i) for i in range(5)]
-    assert cfg.strides == (8, 8, 16, 32, 32)
+
+
+def test_paper_levels_are_restrided_as_in_solo() -> None:
+    """Level 0 is P2 halved to stride 8, levels 1-3 are P3-P5 as they are, level 4 is P6 doubled."""
+    cfg = SOLOConfig.paper().replace(image_size=(256, 320), fpn_channels=32)
+    backbone = build_backbone(cfg).eval()
+    images = torch.randn(1, 3, 256, 320)
+    with torch.no_grad():
+        pyramid = list(backbone.fpn(images).values())
+        levels = backbone(images)
+    for level in (1, 2, 3):
+        assert torch.equal(levels[level], pyramid[level])
+    assert levels[0].shape[-2:] == pyramid[1].shape[-2:]
+    assert levels[4].shape[-2:] == pyramid[3].shape[-2:]
 
 
 def test_coord_features_span_minus_one_to_one() -> None:

@@ -3,7 +3,10 @@
 torchvision's FPN gives P2..P6 at strides 4, 8, 16, 32, 64. SOLO (like mmdetection)
 halves P2 to stride 8 and brings the max-pooled P6 back up to P5's size, so the
 finest grid (S = 40) never works on a stride-4 map and the coarsest level still
-sees a 25 x 34 map at 800 x 1088.
+sees a 25 x 34 map at 800 x 1088. In general level l is P(l+2) resized
+(bilinear) to stride ``cfg.strides[l]``: the cpu preset, whose input is 3x
+smaller, halves every stride so that its masks keep a useful number of pixels
+per object.
 
 Normalisation: every BatchNorm is a plain, trainable ``nn.BatchNorm2d``. torchvision's
 ``resnet_fpn_backbone`` defaults to ``FrozenBatchNorm2d`` with its statistics fixed
@@ -15,6 +18,7 @@ device the batch statistics are stable enough for that.
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 from pathlib import Path
@@ -43,11 +47,18 @@ class SOLOBackbone(nn.Module):
     """ResNet + FPN returning SOLO's five feature maps, each ``fpn_channels`` wide.
 
     ``forward(images (B, 3, H, W))`` returns a list of 5 tensors of shape
-    ``(B, fpn_channels, *cfg.feature_size(level))``: strides 8, 8, 16, 32, 32.
+    ``(B, fpn_channels, *cfg.feature_size(level))``: level l is P(l+2) resized to
+    stride ``strides[l]`` (SOLO's 8, 8, 16, 32, 32 by default).
     """
 
-    def __init__(self, resnet: torchvision.models.ResNet, fpn_channels: int) -> None:
+    def __init__(
+        self,
+        resnet: torchvision.models.ResNet,
+        fpn_channels: int,
+        strides: tuple[int, ...] = (8, 8, 16, 32, 32),
+    ) -> None:
         super().__init__()
+        self.strides = tuple(strides)
         # layer1..layer4 end with 64, 128, 256, 512 channels times the block expansion;
         # after construction `inplanes` holds layer4's width.
         in_channels = [resnet.inplanes // 8 * 2**i for i in range(4)]
@@ -61,14 +72,15 @@ class SOLOBackbone(nn.Module):
         self.out_channels = fpn_channels
 
     def forward(self, images: Tensor) -> list[Tensor]:
-        p2, p3, p4, p5, p6 = self.fpn(images).values()  # strides 4, 8, 16, 32, 64
-        return [
-            F.interpolate(p2, size=p3.shape[-2:], mode="bilinear", align_corners=False),
-            p3,
-            p4,
-            p5,
-            F.interpolate(p6, size=p5.shape[-2:], mode="bilinear", align_corners=False),
-        ]
+        pyramid = list(self.fpn(images).values())  # P2..P6 at strides 4, 8, 16, 32, 64
+        height, width = images.shape[-2:]
+        levels = []
+        for feature, stride in zip(pyramid, self.strides, strict=True):
+            size = (math.ceil(height / stride), math.ceil(width / stride))
+            if tuple(feature.shape[-2:]) != size:
+                feature = F.interpolate(feature, size=size, mode="bilinear", align_corners=False)
+            levels.append(feature)
+        return levels
 
 
 def build_backbone(cfg: SOLOConfig) -> SOLOBackbone:
@@ -90,7 +102,7 @@ def build_backbone(cfg: SOLOConfig) -> SOLOBackbone:
         resnet = builder(weights=None, norm_layer=nn.BatchNorm2d)
         if cfg.pretrained is not None:
             load_resnet_state_dict(resnet, cfg.pretrained)
-    return SOLOBackbone(resnet, cfg.fpn_channels)
+    return SOLOBackbone(resnet, cfg.fpn_channels, cfg.strides)
 
 
 def _imagenet_resnet(depth: int) -> torchvision.models.ResNet:
