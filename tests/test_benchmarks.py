@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from solo_lib.data import ensure_builtin_dataset
+
 BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 RESULTS = BENCH_DIR / "RESULTS.md"
 SCRIPTS = sorted(BENCH_DIR.glob("bench_*.py"))
@@ -34,12 +36,16 @@ def test_every_benchmark_script_is_found() -> None:
 def quick_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
     """Every script's ``--quick`` run: {name: (completed process, RESULTS.md copy, its digest)}.
 
-    The scripts run three at a time: much of each run is starting Python and importing
-    torch, so overlapping them keeps the suite short on a 2-core machine.
+    The scripts run two at a time: much of each run is starting Python and importing
+    torch, so overlapping them keeps the suite short on a 2-core machine. The built-in
+    data set is generated first, once, rather than by several scripts at the same time.
     """
 
+    ensure_builtin_dataset()
+    folders = {script: tmp_path_factory.mktemp(script.stem) for script in SCRIPTS}
+
     def run(script: Path) -> tuple[str, subprocess.CompletedProcess, Path, str | None]:
-        folder = tmp_path_factory.mktemp(script.stem)
+        folder = folders[script]
         results = folder / "RESULTS.md"
         if RESULTS.exists():
             shutil.copy(RESULTS, results)
@@ -48,12 +54,12 @@ def quick_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
             [sys.executable, str(script), "--quick", "--results", str(results)],
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=600,
             cwd=folder,
         )
         return script.name, done, results, before
 
-    with ThreadPoolExecutor(max_workers=3) as pool:
+    with ThreadPoolExecutor(max_workers=2) as pool:
         return {name: rest for name, *rest in pool.map(run, SCRIPTS)}
 
 
