@@ -9,9 +9,9 @@ included) counts against the budget.
 
 Contenders:
 
-* SOLO: the cpu preset (ResNet-18 FPN), `LitSOLO`'s optimiser (SGD, lr scaled from
-  ``base_lr``, momentum 0.9, weight decay 1e-4 without decay on norms and biases,
-  linear warm-up over ``warmup_iters``), gradient clipping at ``grad_clip_norm``.
+* SOLO: the cpu preset (ResNet-18 FPN), `LitSOLO`'s optimiser (the preset's
+  ``optimizer``, AdamW for cpu; lr scaled from ``base_lr``, no weight decay on norms
+  and biases, linear warm-up over ``warmup_iters``), gradient clipping at ``grad_clip_norm``.
 * Mask R-CNN: torchvision's `MaskRCNN` on a ResNet-18 FPN with the same FPN width
   and trainable BatchNorm (``--maskrcnn-backbone resnet50`` for the usual R50-FPN),
   torchvision's default heads, anchors scaled by input height / 800 as SOLO's scale
@@ -354,7 +354,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     quick_note = " (--quick: 100 proposals, 10 detections at test time)" if args.quick else ""
     notes = (
         f"Contenders: {solo_name}; {mrcnn_name}, default heads, anchors scaled to the input"
-        f"{quick_note}. Both from scratch with trainable BatchNorm, SGD with warm-up, no decay; "
+        f"{quick_note}. Both from scratch with trainable BatchNorm and warm-up, no decay; SOLO "
+        f"{cfg.optimizer.upper()} as its preset, Mask R-CNN SGD as torchvision's references; "
         f"{cfg.image_size[0]}x{cfg.image_size[1]} input, batch {cfg.batch_size}, "
         f"{cfg.num_workers} loader workers, {args.threads} threads, "
         f"{len(data.train_dataset)} training images; mask AP on {len(val)} validation images at "

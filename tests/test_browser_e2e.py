@@ -28,7 +28,6 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from solo_lib.paths import REPO_ROOT
@@ -42,8 +41,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--no-first-run",
 ]
-#: The notebook to run; None: a small notebook written by `_write_demo_notebook`.
-NOTEBOOK: Path | None = REPO_ROOT / "notebooks/05_postprocess_and_evaluation.ipynb"
+#: The notebook that shows the result browser.
+NOTEBOOK = REPO_ROOT / "notebooks/05_postprocess_and_evaluation.ipynb"
 SCREENSHOT = REPO_ROOT / "artifacts" / "browser" / "result_browser.png"
 FAILURE_SCREENSHOT = SCREENSHOT.with_name("failure.png")
 SERVER_START_TIMEOUT_S = 60
@@ -64,26 +63,6 @@ SETTINGS_OVERRIDES = {
     },
 }
 
-DEMO_CELLS = [
-    '"""A result browser on an untrained tiny SOLO: three built-in images."""\n'
-    "import torch\n"
-    "\n"
-    "from solo_lib.browser import ResultBrowser, cache_outputs\n"
-    "from solo_lib.config import SOLOConfig\n"
-    "from solo_lib.data import CIS680Dataset, write_dataset\n"
-    "from solo_lib.model import SOLO",
-    "torch.manual_seed(0)\n"
-    "cfg = SOLOConfig.cpu().replace(\n"
-    "    image_size=(96, 128), fpn_channels=32, head_channels=32,\n"
-    "    num_stacked_convs=1, num_grids=(8, 6, 4, 3, 2),\n"
-    ")\n"
-    'dataset = CIS680Dataset(write_dataset("data", num_images=3, seed=0), cfg)\n'
-    "cached = cache_outputs(SOLO(cfg), dataset, range(len(dataset)), cfg)\n"
-    "browser = ResultBrowser(cached, cfg)\n"
-    "browser.widget",
-    "print(browser.summary)",
-]
-
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
     reason=f"no Chromium at {CHROMIUM}: install it with `apt-get install chromium`",
@@ -95,18 +74,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _write_demo_notebook(folder: Path) -> Path:
-    notebook = nbformat.v4.new_notebook(
-        cells=[nbformat.v4.new_code_cell(source) for source in DEMO_CELLS],
-        metadata={
-            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
-        },
-    )
-    path = folder / "browser_demo.ipynb"
-    nbformat.write(notebook, path)
-    return path
 
 
 def _api(base: str, token: str, path: str) -> object:
@@ -128,11 +95,7 @@ def _wait_for_connected_kernel(base: str, token: str) -> None:
 @pytest.fixture()
 def lab(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     """A JupyterLab server over the notebook's folder: yields (base URL, token, notebook path)."""
-    if NOTEBOOK is not None:
-        notebook = NOTEBOOK
-    else:
-        (tmp_path / "notebooks").mkdir()
-        notebook = _write_demo_notebook(tmp_path / "notebooks")
+    notebook = NOTEBOOK
     app_settings = tmp_path / "app_settings"
     app_settings.mkdir()
     (app_settings / "overrides.json").write_text(json.dumps(SETTINGS_OVERRIDES))
