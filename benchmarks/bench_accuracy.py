@@ -268,16 +268,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         choices=["resnet18", "resnet50"],
         help="Mask R-CNN backbone (default: resnet18, SOLO's cpu backbone)",
     )
-    parser.add_argument(
-        "--threads", type=int, default=torch.get_num_threads(), help="torch threads"
-    )
     parser.add_argument("--workers", type=int, help="loader workers (default: the preset's)")
     parser.add_argument("--data-root", help="CIS 680 folder (default: the built-in data set)")
-    parser.add_argument("--results", default=str(common.RESULTS_PATH), help="RESULTS.md to update")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke test: shrunk cpu preset, 1 and 2 s budgets, 12 images, 2 evaluated",
+    common.add_common_arguments(
+        parser,
+        quick_help="smoke test: shrunk cpu preset, 1 and 2 s budgets, 12 images, 2 evaluated",
     )
     return parser.parse_args(argv)
 

@@ -133,15 +133,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=2, help="training steps measured (default: 2)")
     parser.add_argument("--device", default="cpu", help="where the step runs: cpu or cuda")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast in the step")
-    parser.add_argument(
-        "--threads", type=int, default=torch.get_num_threads(), help="torch threads"
-    )
     parser.add_argument("--data-root", help="CIS 680 folder (default: the built-in data set)")
-    parser.add_argument("--results", default=str(common.RESULTS_PATH), help="RESULTS.md to update")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke test: 12 images, 2 timed batches, memory of the shrunk cpu preset",
+    common.add_common_arguments(
+        parser, quick_help="smoke test: 12 images, 2 timed batches, memory of the shrunk cpu preset"
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     return parser.parse_args(argv)

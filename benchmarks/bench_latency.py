@@ -188,13 +188,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (GPU mixed precision)")
     parser.add_argument("--repeats", type=int, default=20, help="timed runs (default: 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (default: 3)")
-    parser.add_argument(
-        "--threads", type=int, default=torch.get_num_threads(), help="torch threads"
-    )
     parser.add_argument("--no-maskrcnn", action="store_true", help="time SOLO only")
-    parser.add_argument("--results", default=str(common.RESULTS_PATH), help="RESULTS.md to update")
-    parser.add_argument(
-        "--quick", action="store_true", help="smoke test: cpu preset shrunk (96x128), 1 timed run"
+    common.add_common_arguments(
+        parser, quick_help="smoke test: cpu preset shrunk (96x128), 1 timed run"
     )
     return parser.parse_args(argv)
 

@@ -84,15 +84,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-objects", type=int, default=25, help="objects they show (25)")
     parser.add_argument("--repeats", type=int, default=15, help="timed runs (default: 15)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (default: 3)")
-    parser.add_argument(
-        "--threads", type=int, default=torch.get_num_threads(), help="torch threads"
-    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--results", default=str(common.RESULTS_PATH), help="RESULTS.md to update")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke test: 100 masks, 2 repeats, RESULTS.md left unchanged",
+    common.add_common_arguments(
+        parser, quick_help="smoke test: 100 masks, 2 repeats, RESULTS.md left unchanged"
     )
     return parser.parse_args(argv)
 

@@ -67,13 +67,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--repeats", type=int, default=10, help="timed forward passes (default: 10)"
     )
     parser.add_argument("--warmup", type=int, default=2, help="untimed passes first (default: 2)")
-    parser.add_argument(
-        "--threads", type=int, default=torch.get_num_threads(), help="torch threads"
-    )
-    parser.add_argument("--results", default=str(common.RESULTS_PATH), help="RESULTS.md to update")
-    parser.add_argument(
-        "--quick", action="store_true", help="smoke test: both presets at 128x160, 2 repeats"
-    )
+    common.add_common_arguments(parser, quick_help="smoke test: both presets at 128x160, 2 repeats")
     return parser.parse_args(argv)
 
 

@@ -90,13 +90,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--repeats", type=int, default=50, help="timed calls (default: 50)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls first (default: 5)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    parser.add_argument("--results", default=str(common.RESULTS_PATH), help="RESULTS.md to update")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke test: 3 repeats, 1 warm-up, RESULTS.md untouched",
+    common.add_common_arguments(
+        parser, quick_help="smoke test: 3 repeats, 1 warm-up, RESULTS.md untouched", threads=1
     )
     return parser.parse_args(argv)
 

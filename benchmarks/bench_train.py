@@ -183,15 +183,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--steps", type=int, default=10, help="timed steps (default: 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: 2)")
-    parser.add_argument(
-        "--threads", type=int, default=torch.get_num_threads(), help="torch threads"
-    )
     parser.add_argument("--data-root", help="CIS 680 folder (default: the built-in data set)")
-    parser.add_argument("--results", default=str(common.RESULTS_PATH), help="RESULTS.md to update")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke test: paper preset shrunk (see quick_config), 1 timed step",
+    common.add_common_arguments(
+        parser, quick_help="smoke test: paper preset shrunk (see quick_config), 1 timed step"
     )
     return parser.parse_args(argv)
 

@@ -11,6 +11,7 @@ so that scripts run side by side do not undo each other's sections).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime
 import fcntl
@@ -150,3 +151,20 @@ def report(
         rewrite_section(results, section, body)
         print(f"updated section {section!r} of {results}")
     return body
+
+
+def add_common_arguments(
+    parser: argparse.ArgumentParser, quick_help: str, threads: int | None = None
+) -> None:
+    """The options every benchmark shares: ``--threads``, ``--results`` and ``--quick``.
+
+    `threads` is the default thread count (None: torch's current one).
+    """
+    import torch
+
+    default = torch.get_num_threads() if threads is None else threads
+    parser.add_argument(
+        "--threads", type=int, default=default, help=f"torch threads (default: {default})"
+    )
+    parser.add_argument("--results", default=str(RESULTS_PATH), help="RESULTS.md to update")
+    parser.add_argument("--quick", action="store_true", help=quick_help)
