@@ -38,7 +38,6 @@ from bench_train import (
     default_batch,
     device_batches,
     quick_config,
-    section_for,
     solo_optimizer,
     solo_train_step,
     tiny_dataset,
@@ -222,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     header = ["loader workers", "images/s", "ratio"]
     common.report(
-        section_for(SECTION, device),
+        common.section_for(SECTION, device),
         f"Data loading and training-step memory (step on {device.type})",
         header,
         rows,

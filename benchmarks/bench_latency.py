@@ -39,7 +39,7 @@ from pathlib import Path
 import common
 import torch
 import torchvision
-from bench_train import autocast, quick_config, section_for, tiny_dataset
+from bench_train import autocast, quick_config, tiny_dataset
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -290,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     title = f"Inference latency ({device.type})"
     common.report(
-        section_for(SECTION, device), title, header, rows, notes, args.results, args.quick
+        common.section_for(SECTION, device), title, header, rows, notes, args.results, args.quick
     )
 
 

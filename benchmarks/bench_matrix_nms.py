@@ -112,12 +112,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     kept_matrix = int((matrix_nms(masks, labels, scores) >= 0.05).sum())
     shape = f"{num_masks} x {size[0]}x{size[1]}"
     rows = [
-        ["Matrix NMS (one IoU matrix)", shape, args.device, f"{matrix_ms:.1f}", kept_matrix, "1.0"],
+        ["Matrix NMS (one IoU matrix)", shape, args.device, f"{matrix_ms:.3g}", kept_matrix, "1.0"],
         [
             "greedy mask NMS (loop)",
             shape,
             args.device,
-            f"{greedy_ms:.1f}",
+            f"{greedy_ms:.3g}",
             kept_greedy,
             f"{greedy_ms / matrix_ms:.1f}",
         ],
@@ -131,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"`python benchmarks/bench_matrix_nms.py --device {args.device} --threads {args.threads}`."
     )
     common.report(
-        SECTION,
+        common.section_for(SECTION, device),
         "Matrix NMS vs greedy mask NMS",
         ["method", "masks", "device", "median ms", "kept", "greedy / matrix"],
         rows,

@@ -99,7 +99,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"`python benchmarks/bench_model.py {shlex.join(sys.argv[1:] if argv is None else argv)}`."
     )
     common.report(
-        SECTION, "Model size and forward time", header, rows, notes, args.results, args.quick
+        common.section_for(SECTION, device),
+        "Model size and forward time",
+        header,
+        rows,
+        notes,
+        args.results,
+        args.quick,
     )
 
 

@@ -132,7 +132,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         "thread(s); inputs already on the device. A median far above the fastest call means "
         "other processes shared the CPU. Run `python benchmarks/bench_targets.py` to refresh."
     )
-    common.report(SECTION, "Target building", header, rows, notes, args.results, args.quick)
+    common.report(
+        common.section_for(SECTION, device),
+        "Target building",
+        header,
+        rows,
+        notes,
+        args.results,
+        args.quick,
+    )
 
 
 if __name__ == "__main__":

@@ -140,12 +140,6 @@ def measure_fitting(
         print(f"{cfg.name}: out of memory, retrying at batch {cfg.batch_size}")
 
 
-def section_for(section: str, device: torch.device) -> str:
-    """The RESULTS.md section of a script's run on `device`: GPU runs get their own section,
-    so that they do not replace the CPU numbers."""
-    return section if device.type == "cpu" else f"{section}_{device.type}"
-
-
 def quick_config(cfg: SOLOConfig) -> SOLOConfig:
     """`cfg` shrunk for a smoke test: 96x128 input, grids / 4, two stacked convs, batch 1.
 
@@ -231,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     title = f"Training throughput ({device.type})"
     common.report(
-        section_for(SECTION, device), title, header, rows, notes, args.results, args.quick
+        common.section_for(SECTION, device), title, header, rows, notes, args.results, args.quick
     )
 
 

@@ -9,9 +9,10 @@
 # its own "<name>_cuda" section of RESULTS.md, next to the CPU numbers. About 5 minutes
 # on one H100, plus about 30 s to generate the built-in data set if data/builtin is missing.
 #
-# Not run here: bench_model.py, bench_targets.py and bench_matrix_nms.py also take
-# --device cuda, but they write the same section for every device, so a GPU run
-# would replace their CPU numbers.
+# Throughput, latency and memory use bf16 autocast (--amp); Matrix NMS runs in float32.
+#
+# bench_model.py and bench_targets.py also take --device cuda; every script writes a
+# "<name>_cuda" section on a GPU, so CPU and GPU numbers stand side by side.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cuda}
@@ -22,3 +23,4 @@ set -x
 "$PYTHON" benchmarks/bench_train.py --device "$DEVICE" --amp --presets paper cpu "$@"
 "$PYTHON" benchmarks/bench_latency.py --device "$DEVICE" --amp "$@"
 "$PYTHON" benchmarks/bench_data.py --device "$DEVICE" --amp "$@"
+"$PYTHON" benchmarks/bench_matrix_nms.py --device "$DEVICE" "$@"

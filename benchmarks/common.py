@@ -23,6 +23,10 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -151,6 +155,13 @@ def report(
         rewrite_section(results, section, body)
         print(f"updated section {section!r} of {results}")
     return body
+
+
+def section_for(section: str, device: torch.device | str) -> str:
+    """The RESULTS.md section of a script's run on `device`: GPU runs get their own
+    section (``<section>_cuda``), so that they do not replace the CPU numbers."""
+    kind = device if isinstance(device, str) else device.type
+    return section if kind == "cpu" else f"{section}_{kind}"
 
 
 def add_common_arguments(

@@ -32,8 +32,9 @@ class LitSOLO(pl.LightningModule):
 
     Logged metrics: ``train/{loss,focal,dice}`` (per step and per epoch),
     ``val/{loss,focal,dice}`` and the mask mAP ``val/{AP,AP50,AP75}`` plus
-    ``val/AP_<class name>``. Mask mAP is computed every
-    ``config.map_every_n_epochs`` epochs and on the last epoch.
+    ``val/AP_<class name>``. Mask mAP is computed on epochs 0, k, 2k, ... for
+    k = ``config.map_every_n_epochs``, and on the last epoch: from the first
+    validation on, a checkpoint callback that monitors ``val/AP`` finds a value.
     """
 
     def __init__(self, config: SOLOConfig) -> None:
@@ -85,7 +86,7 @@ class LitSOLO(pl.LightningModule):
         last_epoch = self.trainer.max_epochs is not None and (
             self.current_epoch == self.trainer.max_epochs - 1
         )
-        return last_epoch or (self.current_epoch + 1) % self.cfg.map_every_n_epochs == 0
+        return last_epoch or self.current_epoch % self.cfg.map_every_n_epochs == 0
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         images, targets = batch

@@ -1,9 +1,12 @@
 """LitSOLO: the schedule really reaches Lightning, and non-finite losses stop training."""
 
+from pathlib import Path
+
 import pytest
 import pytorch_lightning as pl
 import torch
 
+from solo_lib.course import read_metrics
 from solo_lib.data import SOLODataModule
 from solo_lib.module import LitSOLO
 
@@ -45,6 +48,29 @@ def test_learning_rate_warms_up_then_drops_at_each_milestone(tiny_config, tiny_d
     assert record.per_step[0] < record.per_step[1] < record.per_step[2] < lr
     # Epochs 0 and 1 run at lr (after warm-up), epoch 2 at lr/10, epoch 3 at lr/100.
     assert record.per_epoch[1:] == pytest.approx([lr, lr * 0.1, lr * 0.01])
+
+
+def test_map_every_n_epochs_starts_at_epoch_0_so_checkpointing_on_val_ap_works(
+    tiny_config, tiny_data_dir, tmp_path
+):
+    cfg = tiny_config.replace(max_epochs=4, map_every_n_epochs=2)
+    best = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, monitor="val/AP", mode="max")
+    logger = pl.loggers.CSVLogger(tmp_path, name="log", version=0)
+    trainer = _trainer(
+        logger=logger,
+        max_epochs=cfg.max_epochs,
+        limit_train_batches=1,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        enable_checkpointing=True,
+        callbacks=[best],
+    )
+    trainer.fit(LitSOLO(cfg), datamodule=SOLODataModule(cfg, root=str(tiny_data_dir)))
+
+    # epochs 0 and 2 by the rule, 3 because it is the last
+    metrics = read_metrics(Path(logger.log_dir) / "metrics.csv")
+    assert [epoch for epoch, _, _ in metrics["val/AP"]] == [0, 2, 3]
+    assert best.best_model_path
 
 
 class _ExplodingSOLO(LitSOLO):
