@@ -249,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                             f"{r['network_ms']:.1f}",
                             f"{achieved:.1f}",
                             f"{peak:.1f}",
-                            f"{achieved / peak:.2f}",
+                            f"{achieved / peak:.2g}",
                         ]
                     )
     precision = "bf16 autocast" if args.amp else "fp32"

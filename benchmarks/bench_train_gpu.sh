@@ -6,8 +6,8 @@
 #
 # Extra arguments (--quick, --results PATH) go to every script. PYTHON picks the
 # interpreter (default: .venv/bin/python if it exists, else python3). Each script writes
-# its own "<name>_cuda" section of RESULTS.md, next to the CPU numbers. About 5 minutes
-# on one H100, plus about 30 s to generate the built-in data set if data/builtin is missing.
+# its own "<name>_cuda" section of RESULTS.md, next to the CPU numbers. About 2 minutes
+# on one H100, plus about 65 s to generate the built-in data set if data/builtin is missing.
 #
 # Throughput, latency and memory use bf16 autocast (--amp); Matrix NMS runs in float32.
 #
