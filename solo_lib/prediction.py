@@ -6,6 +6,9 @@
 - ``results.json``: the COCO results format, one entry per instance with
   ``image_id``, ``category_id``, ``segmentation`` (RLE) and ``score``;
 - ``overlays/<name>.png``: each image with its class-coloured masks.
+
+Under DDP each process predicts its share of the images; the writer gathers the
+results on rank 0, which writes the one ``results.json``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 import numpy as np
 import pycocotools.mask as mask_utils
 import pytorch_lightning as pl
+import torch.distributed as dist
 from matplotlib.figure import Figure
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch import Tensor
@@ -73,6 +77,9 @@ class PredictionWriter(BasePredictionWriter):
     """Write ``results.json`` (COCO results) and overlay PNGs into `output_dir`.
 
     Expects `predict_step` to return ``(images, targets, predictions)`` for each batch.
+    ``results.json`` lists the instances by image id. Under DDP, rank 0 writes it from
+    every rank's results; an image that the distributed sampler gave to two ranks (it
+    pads the last batches by repeating images) is counted once.
     """
 
     def __init__(
@@ -85,10 +92,10 @@ class PredictionWriter(BasePredictionWriter):
         self.output_dir = Path(output_dir)
         self.category_ids = category_ids
         self.overlays = overlays
-        self.results: list[dict[str, Any]] = []
+        self.results_by_image: dict[int, list[dict[str, Any]]] = {}
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.results = []
+        self.results_by_image = {}
         (self.output_dir / "overlays").mkdir(parents=True, exist_ok=True)
 
     def write_on_batch_end(
@@ -97,7 +104,7 @@ class PredictionWriter(BasePredictionWriter):
         images, targets, predictions = prediction
         for image, target, pred in zip(images, targets, predictions, strict=True):
             image_id = int(target["image_id"])
-            self.results += to_coco_results(pred, image_id, self.category_ids)
+            self.results_by_image[image_id] = to_coco_results(pred, image_id, self.category_ids)
             if self.overlays:
                 self._write_overlay(image, target, pred, pl_module.cfg, image_id)
 
@@ -110,14 +117,26 @@ class PredictionWriter(BasePredictionWriter):
         draw_instances(ax, picture, masks, labels, scores=scores, class_names=cfg.class_names)
         name = Path(target.get("file_name", f"{image_id:06d}")).stem + ".png"
         path = self.output_dir / "overlays" / name
-        tmp = path.with_name(f".{name}.tmp.png")
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")  # one per process
         fig.savefig(tmp, dpi=100)
         os.replace(tmp, path)
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        _atomic_write_json(self.results, self.output_dir / "results.json")
+        by_image = self.results_by_image
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            gathered: list[dict[int, list[dict[str, Any]]] | None] = [None] * trainer.world_size
+            dist.all_gather_object(gathered, by_image)
+            by_image = {}
+            for part in gathered:
+                for image_id, results in (part or {}).items():
+                    by_image.setdefault(image_id, results)
+        if not trainer.is_global_zero:
+            return
+        results = [r for image_id in sorted(by_image) for r in by_image[image_id]]
+        _atomic_write_json(results, self.output_dir / "results.json")
         print(
-            f"wrote {len(self.results)} instances to {self.output_dir / 'results.json'} "
+            f"wrote {len(results)} instances of {len(by_image)} images to "
+            f"{self.output_dir / 'results.json'} "
             f"and overlays to {self.output_dir / 'overlays'}",
             flush=True,
         )

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -155,3 +156,40 @@ def test_two_process_ddp_on_cpu_ends_with_identical_weights(tmp_path, tiny_confi
     seed_everything(tiny_config.seed)
     initial = dict(LitSOLO(tiny_config).named_parameters())
     assert any(not torch.equal(initial[name].detach(), rank0[name]) for name in rank0)
+
+
+def test_ddp_predict_writes_one_results_file_equal_to_a_single_process_run(
+    tmp_path, tiny_config, tiny_data_dir
+):
+    # Untrained weights (seeded, so the same in both runs): keep every cell and score.
+    # 3 validation images on 2 ranks: the sampler repeats one, which must count once.
+    cfg = tiny_config.replace(score_threshold=0.0, update_threshold=0.0, val_fraction=0.25)
+    config = _write_config(tmp_path, cfg, tiny_data_dir)
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    _finish(_solo("predict", "--config", str(config), f"--predict_output.output_dir={single}"))
+    out = _finish(
+        _solo(
+            "predict",
+            "--config",
+            str(config),
+            "--trainer.accelerator=cpu",
+            "--trainer.strategy=ddp",
+            "--trainer.devices=2",
+            f"--predict_output.output_dir={ddp}",
+        )
+    )
+    assert out.count("wrote ") == 1  # rank 0 alone writes
+
+    expected = json.loads((single / "results.json").read_text())
+    merged = json.loads((ddp / "results.json").read_text())
+    assert len({r["image_id"] for r in expected}) == 3
+    assert [r["image_id"] for r in merged] == [r["image_id"] for r in expected]
+    # Untrained scores are near ties, so batch-dependent rounding may reorder instances
+    # of an image; per image, the same scores must come out.
+    for image_id in {r["image_id"] for r in expected}:
+        got = sorted(r["score"] for r in merged if r["image_id"] == image_id)
+        want = sorted(r["score"] for r in expected if r["image_id"] == image_id)
+        assert got == pytest.approx(want, rel=1e-4), image_id
+    names = sorted(p.name for p in (ddp / "overlays").iterdir())
+    assert names == sorted(p.name for p in (single / "overlays").iterdir())
+    assert len(names) == 3
