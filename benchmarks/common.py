@@ -157,11 +157,10 @@ def report(
     return body
 
 
-def section_for(section: str, device: torch.device | str) -> str:
+def section_for(section: str, device: torch.device) -> str:
     """The RESULTS.md section of a script's run on `device`: GPU runs get their own
     section (``<section>_cuda``), so that they do not replace the CPU numbers."""
-    kind = device if isinstance(device, str) else device.type
-    return section if kind == "cpu" else f"{section}_{kind}"
+    return section if device.type == "cpu" else f"{section}_{device.type}"
 
 
 def add_common_arguments(
