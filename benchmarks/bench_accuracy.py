@@ -47,7 +47,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from solo_lib.config import REFERENCE_HEIGHT, SOLOConfig
 from solo_lib.data import SOLODataModule, collate, ensure_builtin_dataset
-from solo_lib.evaluation import MaskEvaluator, ground_truth_at_original_size
+from solo_lib.evaluation import MaskEvaluator
 from solo_lib.postprocess import masks_to_original
 from solo_lib.seeding import seed_everything
 
@@ -205,7 +205,7 @@ def evaluate(contender: Contender, loader: DataLoader, class_names: Sequence[str
     evaluator = MaskEvaluator(class_names)
     for batch in loader:
         predictions = contender.predict(batch)
-        evaluator.update(predictions, [ground_truth_at_original_size(t) for t in batch[1]])
+        evaluator.update(predictions, [t["original"] for t in batch[1]])
     result = evaluator.compute()
     return {"AP": result["AP"], "AP50": result["AP50"], "predictions": result["num_predictions"]}
 

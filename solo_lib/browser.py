@@ -41,14 +41,13 @@ from dataclasses import dataclass
 import ipywidgets as widgets
 import numpy as np
 import torch
-import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from solo_lib.config import SOLOConfig
-from solo_lib.evaluation import ground_truth_at_original_size, match_predictions
+from solo_lib.evaluation import match_predictions
 from solo_lib.postprocess import points_nms, postprocess
-from solo_lib.viz import denormalize, draw_instances
+from solo_lib.viz import display_image, draw_instances
 
 #: The lowest category score whose masks `cache_outputs` keeps (and the score slider's minimum).
 DEFAULT_MIN_SCORE = 0.05
@@ -194,6 +193,9 @@ class CachedOutputs:
 
 
 def _to_cpu(value: object) -> object:
+    """A tensor moved to the CPU, a dict of them (the target's "original") item by item."""
+    if isinstance(value, dict):
+        return {key: _to_cpu(item) for key, item in value.items()}
     return value.detach().cpu() if isinstance(value, Tensor) else value
 
 
@@ -245,19 +247,6 @@ def cache_outputs(
     finally:
         model.train(was_training)
     return cache
-
-
-def display_image(image: Tensor, target: dict[str, Tensor], cfg: SOLOConfig) -> np.ndarray:
-    """The network input ``image`` (3, H, W) as (H0, W0, 3) RGB in [0, 1], in the original frame.
-
-    The padding around ``target["content_box"]`` is cropped away and the rest resized
-    to ``target["orig_size"]``, the frame of `postprocess`'s masks.
-    """
-    x1, y1, x2, y2 = (int(v) for v in target["content_box"].tolist())
-    height, width = (int(v) for v in target["orig_size"].tolist())
-    content = torch.from_numpy(denormalize(image, cfg)[y1:y2, x1:x2]).permute(2, 0, 1)
-    resized = F.interpolate(content[None], size=(height, width), mode="bilinear", antialias=True)
-    return resized[0].clamp(0, 1).permute(1, 2, 0).numpy()
 
 
 @dataclass
@@ -397,7 +386,7 @@ class ResultBrowser:
         keep = torch.isin(predictions["labels"], wanted)
         predictions = {key: value[keep] for key, value in predictions.items()}
         target = self.cached.targets[index]
-        ground_truth = ground_truth_at_original_size(target)
+        ground_truth = target["original"]  # the annotations as stored
         keep = torch.isin(ground_truth["labels"], wanted)
         ground_truth = {key: value[keep] for key, value in ground_truth.items()}
         matched = match_predictions(predictions, ground_truth, iou=self.match_iou).num_matched

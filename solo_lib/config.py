@@ -91,7 +91,14 @@ class SOLOConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     max_epochs: int = 36
+    """Epochs to train; with `time_budget_min`, the most epochs the budget may give."""
+    time_budget_min: float | None = None
+    """Wall-clock minutes for training: epoch 0 is timed and the number of epochs set to
+    what fits (`solo_lib.schedule.TimeBudget`). None trains exactly `max_epochs`."""
+    lr_schedule: str = "step"
+    """"step" (x `lr_gamma` at each of `lr_milestones`) or "cosine" (down to 0 at the end)."""
     lr_milestones: tuple[int, ...] = (27, 33)
+    """Epochs at which "step" decay multiplies the learning rate by `lr_gamma`."""
     lr_gamma: float = 0.1
     warmup_iters: int = 500
     warmup_ratio: float = 0.01
@@ -185,6 +192,12 @@ class SOLOConfig:
             raise ValueError(f"image_size must be divisible by 32, got {self.image_size}")
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
+        if self.lr_schedule not in ("step", "cosine"):
+            raise ValueError(f"lr_schedule must be 'step' or 'cosine', got {self.lr_schedule!r}")
+        if self.time_budget_min is not None and not self.time_budget_min > 0:
+            raise ValueError(
+                f"time_budget_min must be positive or None, got {self.time_budget_min}"
+            )
         if self.nms_kernel not in ("gaussian", "linear"):
             raise ValueError(f"nms_kernel must be 'gaussian' or 'linear', got {self.nms_kernel!r}")
         self.class_names = tuple(self.class_names)

@@ -13,13 +13,14 @@ import shutil
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
 from solo_lib.checkpointing import AtomicCheckpointIO
 from solo_lib.config import SOLOConfig, fast_mode
 from solo_lib.data import SOLODataModule
-from solo_lib.module import LitSOLO
+from solo_lib.module import LitSOLO, build_optimizer, build_schedule
 from solo_lib.paths import RUNS_DIR
 from solo_lib.seeding import seed_everything
 
@@ -111,19 +112,18 @@ def read_metrics(path: Path) -> dict[str, list[tuple[int, int, float]]]:
 def learning_rate_schedule(
     cfg: SOLOConfig, steps_per_epoch: int
 ) -> tuple[list[float], list[float]]:
-    """(epoch, learning rate) at every step, from LitSOLO's own optimiser and schedulers.
+    """(epoch, learning rate) at every step, from LitSOLO's own optimiser and schedule.
 
-    Steps the real schedulers exactly as Lightning does: the warm-up after every
-    step, the milestone decay after every epoch.
+    Steps the real optimiser and `LRSchedule` exactly as Lightning does, once per step,
+    for ``cfg.max_epochs`` epochs (the schedule a `TimeBudget` stretches, for a budget).
     """
-    lit = LitSOLO(cfg.replace(backbone_depth=18, fpn_channels=32, head_channels=32))
-    [optimizer], [warmup, decay] = lit.configure_optimizers()
+    optimizer = build_optimizer(torch.nn.Linear(1, 1), cfg, cfg.batch_size)
+    schedule = build_schedule(optimizer, cfg, steps_per_epoch, cfg.max_epochs)
     epochs, lrs = [], []
     for epoch in range(cfg.max_epochs):
         for step in range(steps_per_epoch):
             epochs.append(epoch + step / steps_per_epoch)
             lrs.append(optimizer.param_groups[0]["lr"])
             optimizer.step()
-            warmup["scheduler"].step()
-        decay["scheduler"].step()
+            schedule.step()
     return epochs, lrs

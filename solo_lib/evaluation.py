@@ -3,8 +3,11 @@
 `MaskEvaluator` collects predictions and ground truth image by image and
 reports mask AP (IoU 0.50:0.95), AP50, AP75, per-class AP and per-class
 precision-recall curves at IoU 0.5, with COCO's 101-point interpolation.
-Everything is compared at the original image size: `ground_truth_at_original_size`
-brings the data sets' padded targets back to that frame.
+Predictions are compared with the annotations as the data set stores them: the
+``target["original"]`` that the evaluation transforms keep (`KeepOriginal`), at
+the original image size and never resampled. Crowd regions (``iscrowd`` = 1) are
+ignored as pycocotools does: a detection that matches one is neither a true nor a
+false positive, and a crowd region is never a missed object.
 
 Two traps of ``MeanAveragePrecision(iou_type="segm")`` (torchmetrics 1.9,
 pycocotools backend) that this module avoids:
@@ -27,7 +30,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
 
@@ -77,8 +79,9 @@ class MaskEvaluator:
 
     ``update(predictions, ground_truth)`` takes two lists with one dict per
     image: predictions ``{"masks": bool (n, H, W), "labels": (n,), "scores": (n,)}``
-    and ground truth ``{"masks": (m, H, W), "labels": (m,)}``, labels in 1..C and
-    both at the same (original) image size. Images without predictions or
+    and ground truth ``{"masks": (m, H, W), "labels": (m,)}`` with an optional
+    ``"iscrowd"`` (m,) of 0/1, labels in 1..C and both at the same (original) image
+    size, as in a data set target's ``"original"``. Images without predictions or
     without ground truth are fine. ``compute()`` returns the metrics (see there);
     ``reset()`` starts over.
     """
@@ -117,7 +120,7 @@ class MaskEvaluator:
                     f"MaskEvaluator.update: image {index}: predicted masks are "
                     f"{tuple(pred['masks'].shape[1:])} but ground truth masks are "
                     f"{tuple(gt['masks'].shape[1:])}; compare both at the original image size "
-                    "(see ground_truth_at_original_size)"
+                    '(a data set target\'s "original")'
                 )
             pred_masks, gt_masks = pred["masks"].bool().cpu(), gt["masks"].bool().cpu()
             preds.append(
@@ -128,15 +131,17 @@ class MaskEvaluator:
                     "scores": pred["scores"].float().cpu(),
                 }
             )
+            iscrowd = gt.get("iscrowd", torch.zeros(gt_masks.shape[0], dtype=torch.int64))
             targets.append(
                 {
                     "masks": gt_masks,
                     "boxes": _boxes_from_masks(gt_masks),
                     "labels": gt["labels"].long().cpu(),
+                    "iscrowd": iscrowd.long().cpu(),
                 }
             )
             self.num_predictions += pred_masks.shape[0]
-            self.num_ground_truth += gt_masks.shape[0]
+            self.num_ground_truth += int((iscrowd == 0).sum())
         self.metric.update(preds, targets)
         self.num_images += len(preds)
 
@@ -203,29 +208,6 @@ class MaskEvaluator:
                 "scores": scores[0, :, k][reached].float(),
             }
         return result
-
-
-def ground_truth_at_original_size(target: dict) -> dict[str, Tensor]:
-    """A data set target's masks in the original frame: ``{"masks": bool (n, H0, W0), "labels"}``.
-
-    The padding around ``content_box`` is cropped away and the rest resized
-    (nearest-exact) to ``orig_size``, so that ground truth and `postprocess`'s
-    predictions are compared at the same, original, resolution.
-    """
-    for key in ("masks", "labels", "orig_size", "content_box"):
-        if key not in target:
-            raise KeyError(
-                f"ground_truth_at_original_size: target has no {key!r} (keys: {sorted(target)})"
-            )
-    height, width = (int(v) for v in torch.as_tensor(target["orig_size"]).tolist())
-    x1, y1, x2, y2 = (int(v) for v in torch.as_tensor(target["content_box"]).tolist())
-    masks = target["masks"]
-    if masks.shape[0] == 0:
-        resized = torch.zeros((0, height, width), dtype=torch.bool, device=masks.device)
-    else:
-        content = masks[:, y1:y2, x1:x2].float()
-        resized = F.interpolate(content[None], size=(height, width), mode="nearest-exact")[0] > 0.5
-    return {"masks": resized, "labels": target["labels"]}
 
 
 @dataclass

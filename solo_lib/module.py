@@ -18,13 +18,48 @@ import torch
 from torch import Tensor
 
 from solo_lib.config import SOLOConfig
-from solo_lib.evaluation import MaskEvaluator, ground_truth_at_original_size
+from solo_lib.evaluation import MaskEvaluator
 from solo_lib.losses import solo_loss
 from solo_lib.model import SOLO, SOLOOutput
 from solo_lib.postprocess import postprocess
+from solo_lib.schedule import LRSchedule, TimeBudget
 from solo_lib.targets import build_batch_targets
 
 Batch = tuple[Tensor, list[dict[str, Tensor]]]
+
+
+def build_optimizer(model: torch.nn.Module, cfg: SOLOConfig, total_batch_size: int):
+    """SGD with momentum or AdamW (``cfg.optimizer``) at the linearly scaled learning rate.
+
+    No weight decay on biases and normalisation parameters (the 1-d tensors).
+    """
+    lr = cfg.learning_rate(total_batch_size)
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(cfg.momentum, 0.999))
+    return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)
+
+
+def build_schedule(
+    optimizer: torch.optim.Optimizer, cfg: SOLOConfig, steps_per_epoch: int, epochs: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The per-step `LRSchedule` of ``cfg`` over `epochs` epochs of `steps_per_epoch` steps.
+
+    ``cfg.lr_milestones`` are given in epochs and converted to steps here.
+    """
+    schedule = LRSchedule(
+        total_steps=epochs * steps_per_epoch,
+        kind=cfg.lr_schedule,
+        milestones=tuple(m * steps_per_epoch for m in cfg.lr_milestones),
+        gamma=cfg.lr_gamma,
+        warmup_iters=cfg.warmup_iters,
+        warmup_ratio=cfg.warmup_ratio,
+    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
 class LitSOLO(pl.LightningModule):
@@ -105,8 +140,7 @@ class LitSOLO(pl.LightningModule):
                 targets,
                 self.cfg,
             )
-            ground_truth = [ground_truth_at_original_size(t) for t in targets]
-            self.evaluator.update(predictions, ground_truth)
+            self.evaluator.update(predictions, [t["original"] for t in targets])
 
     def on_validation_epoch_end(self) -> None:
         if not self._map_this_epoch():
@@ -125,41 +159,22 @@ class LitSOLO(pl.LightningModule):
 
     # --- optimisation ----------------------------------------------------------
     def configure_optimizers(self):
-        """SGD with the linearly scaled learning rate, a linear warm-up and step decay.
-
-        Two schedulers act on the same optimiser: a per-step `LinearLR` warm-up
-        over ``warmup_iters`` steps, and a per-epoch `MultiStepLR` that divides
-        the learning rate by 10 at each milestone epoch. Both are returned to
-        Lightning, so both step and both are saved in checkpoints.
-        """
+        """The optimiser (`build_optimizer`) and its per-step schedule (`build_schedule`)."""
         world = self.trainer.world_size if self._trainer is not None else 1
         accumulate = self.trainer.accumulate_grad_batches if self._trainer is not None else 1
-        lr = self.cfg.learning_rate(self.cfg.batch_size * world * accumulate)
-        # No weight decay on biases and normalisation parameters (the 1-d tensors).
-        params = list(self.model.parameters())
-        decay = [p for p in params if p.ndim > 1]
-        no_decay = [p for p in params if p.ndim <= 1]
-        groups = [
-            {"params": decay, "weight_decay": self.cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-        if self.cfg.optimizer == "adamw":
-            optimizer = torch.optim.AdamW(groups, lr=lr, betas=(self.cfg.momentum, 0.999))
-        else:
-            optimizer = torch.optim.SGD(groups, lr=lr, momentum=self.cfg.momentum)
-        warmup = torch.optim.lr_scheduler.LinearLR(
-            optimizer,
-            start_factor=self.cfg.warmup_ratio,
-            end_factor=1.0,
-            total_iters=max(1, self.cfg.warmup_iters),
-        )
-        decay_steps = torch.optim.lr_scheduler.MultiStepLR(
-            optimizer, milestones=list(self.cfg.lr_milestones), gamma=self.cfg.lr_gamma
-        )
-        return [optimizer], [
-            {"scheduler": warmup, "interval": "step", "name": "warmup"},
-            {"scheduler": decay_steps, "interval": "epoch", "name": "step_decay"},
-        ]
+        optimizer = build_optimizer(self.model, self.cfg, self.cfg.batch_size * world * accumulate)
+        epochs, steps_per_epoch = self.cfg.max_epochs, 1
+        if self._trainer is not None:
+            epochs = max(self.trainer.max_epochs or 1, 1)
+            steps_per_epoch = max(int(self.trainer.estimated_stepping_batches) // epochs, 1)
+        schedule = build_schedule(optimizer, self.cfg, steps_per_epoch, epochs)
+        return [optimizer], [{"scheduler": schedule, "interval": "step", "name": "lr"}]
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """A `TimeBudget` when ``config.time_budget_min`` is set: epochs fitted to the budget."""
+        if self.cfg.time_budget_min is None:
+            return []
+        return [TimeBudget(self.cfg.time_budget_min)]
 
     def configure_gradient_clipping(
         self,

@@ -6,15 +6,16 @@ labels and scores. It is built from small steps that notebook 05 calls one by
 one, in the same order:
 
 1. `points_nms`: keep only the local maxima of each category map (2x2 window).
-2. `select_cells`: per cell, score = max over classes and label = argmax + 1;
-   keep cells above the score threshold and gather their masks from every level
-   at one common size (the level-0 mask size).
+2. `select_cells`: every (cell, class) pair above the score threshold is a
+   candidate (label = class + 1); gather its cell's mask from its level at one
+   common size (the level-0 mask size).
 3. `rescore_by_maskness`: binarise the masks, drop tiny ones, multiply each
-   score by its maskness (mean probability inside the binary mask).
+   score by its maskness (mean probability inside the binary mask), keep the
+   best ``nms_pre``.
 4. `suppress`: Matrix NMS (`matrix_nms`) decays the scores of masks that
    overlap a higher-scored mask of the same class; low scores are dropped.
-5. `masks_to_original`: resize the soft masks to the input size, crop the
-   padding away, resize to the original image size and threshold.
+5. `masks_to_original`: undo the input layout (`to_original_frame`, the one way
+   back to the original image) and threshold.
 
 Everything stays on the input device; there are no per-cell Python loops and
 no CPU copies of mask tensors.
@@ -31,10 +32,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from solo_lib.config import SOLOConfig
+from solo_lib.data.transforms import to_original_frame
 
 
 class Candidates(NamedTuple):
-    """Cells of one image that are still in the running, one row per cell (k of them)."""
+    """Candidates of one image still in the running, one row per (cell, class) pair (k of them)."""
 
     scores: Tensor  # (k,) float32
     labels: Tensor  # (k,) int64, 1..C
@@ -172,41 +174,31 @@ def select_cells(
     cfg: SOLOConfig,
     score_threshold: float | None = None,
 ) -> Candidates:
-    """The cells of one image whose best class scores above `score_threshold`.
+    """Every (cell, class) pair of one image that scores above `score_threshold`.
 
     `category_probs` are per level (C, S, S) (after `points_nms`), `mask_probs`
-    per level (S*S, h, w). Per cell: score = max over classes, label =
-    argmax + 1. At most ``cfg.nms_pre`` cells are kept (the highest scores).
-    Their masks are gathered from their level and resized (bilinear) to the
-    level-0 mask size, so that masks of all levels can be compared.
+    per level (S*S, h, w). As in mmdetection's ``SOLOHead`` and the official code,
+    the threshold applies to the flattened (cells x classes) scores, so a cell can
+    give one candidate for each class that passes (an arg-max per cell would lose
+    that recall). Each candidate's mask is its cell's, gathered from its level and
+    resized (bilinear) to the level-0 mask size, so that masks of all levels can be
+    compared. Candidates come level by level, then cell, then class.
     """
     threshold = cfg.score_threshold if score_threshold is None else score_threshold
-    device = category_probs[0].device
-    scores, labels, levels, cells = [], [], [], []
-    for level, probs in enumerate(category_probs):
-        best, best_class = probs.float().flatten(1).max(dim=0)  # (S*S,)
-        scores.append(best)
-        labels.append(best_class + 1)
-        levels.append(torch.full_like(best_class, level))
-        cells.append(torch.arange(best.shape[0], device=device))
-    scores, labels, levels, cells = (torch.cat(x) for x in (scores, labels, levels, cells))
-
-    keep = (scores > threshold).nonzero().squeeze(1)
-    if keep.numel() > cfg.nms_pre:
-        keep = keep[scores[keep].topk(cfg.nms_pre).indices].sort().values  # stay level-ordered
-
     size = tuple(mask_probs[0].shape[-2:])
-    masks = []
-    for level, level_masks in enumerate(mask_probs):
-        level_cells = cells[keep][levels[keep] == level]
-        if level_cells.numel() == 0:
-            continue
-        gathered = level_masks[level_cells].float()  # (k_l, h_l, w_l)
-        if tuple(gathered.shape[-2:]) != size:
+    scores, labels, levels, cells, masks = [], [], [], [], []
+    for level, (probs, level_masks) in enumerate(zip(category_probs, mask_probs, strict=True)):
+        cell_scores = probs.float().flatten(1).T  # (S*S, C): row = cell, column = class
+        cell, cls = (cell_scores > threshold).nonzero(as_tuple=True)  # (k_l,) each
+        scores.append(cell_scores[cell, cls])
+        labels.append(cls + 1)
+        levels.append(torch.full_like(cell, level))
+        cells.append(cell)
+        gathered = level_masks[cell].float()  # (k_l, h_l, w_l)
+        if gathered.shape[0] and tuple(gathered.shape[-2:]) != size:
             gathered = F.interpolate(gathered[None], size=size, mode="bilinear")[0]
-        masks.append(gathered)
-    masks = torch.cat(masks) if masks else scores.new_zeros((0, *size))
-    return Candidates(scores[keep], labels[keep], levels[keep], cells[keep], masks)
+        masks.append(gathered.reshape(-1, *size))
+    return Candidates(*(torch.cat(x) for x in (scores, labels, levels, cells, masks)))
 
 
 def rescore_by_maskness(
@@ -215,8 +207,9 @@ def rescore_by_maskness(
     """Drop masks of area <= their level's stride; score *= maskness; top ``cfg.nms_pre``.
 
     Maskness is the mean probability inside the binary mask: a confident,
-    crisp mask keeps its category score, a vague one loses part of it. The
-    result is sorted by score, highest first.
+    crisp mask keeps its category score, a vague one loses part of it. Only then
+    are the best ``cfg.nms_pre`` kept (as in mmdetection: the cut uses the rescored
+    scores). The result is sorted by score, highest first.
     """
     threshold = cfg.mask_threshold if mask_threshold is None else mask_threshold
     binary = candidates.masks > threshold
@@ -273,18 +266,12 @@ def masks_to_original(
 ) -> Tensor:
     """Soft masks (n, h, w) -> binary masks (n, H0, W0) in the original image frame.
 
-    The masks are resized (bilinear) to the network input size, the padding
-    around `content_box` (x1, y1, x2, y2) is cropped away, the rest resized to
-    `orig_size` (H0, W0) and thresholded.
+    `to_original_frame` undoes the input layout (resize to the input size, crop the
+    padding around `content_box` (x1, y1, x2, y2), resize to `orig_size` (H0, W0));
+    the result is thresholded.
     """
     threshold = cfg.mask_threshold if mask_threshold is None else mask_threshold
-    height, width = orig_size
-    if masks.shape[0] == 0:
-        return torch.zeros((0, height, width), dtype=torch.bool, device=masks.device)
-    x1, y1, x2, y2 = content_box
-    full = F.interpolate(masks[None], size=cfg.image_size, mode="bilinear")[0]
-    content = full[:, y1:y2, x1:x2]
-    return F.interpolate(content[None], size=(height, width), mode="bilinear")[0] > threshold
+    return to_original_frame(masks, content_box, orig_size, cfg.image_size) > threshold
 
 
 def _check_levels(category_probs: Sequence[Tensor], mask_probs: Sequence[Tensor], metas, cfg):

@@ -26,9 +26,8 @@ import torch.distributed as dist
 from matplotlib.figure import Figure
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch import Tensor
-from torch.nn import functional as F
 
-from solo_lib.viz import denormalize, draw_instances
+from solo_lib.viz import display_image, draw_instances
 
 
 def to_coco_results(
@@ -51,15 +50,6 @@ def to_coco_results(
             {"image_id": image_id, "category_id": category, "segmentation": rle, "score": score}
         )
     return results
-
-
-def image_at_original_size(image: Tensor, target: dict[str, Tensor], cfg) -> np.ndarray:
-    """The network input `image` (3, H, W), padding removed and resized back: (H0, W0, 3)."""
-    x1, y1, x2, y2 = target["content_box"].tolist()
-    h0, w0 = target["orig_size"].tolist()
-    content = image[:, y1:y2, x1:x2].unsqueeze(0).float()
-    resized = F.interpolate(content, size=(h0, w0), mode="bilinear", align_corners=False)[0]
-    return denormalize(resized, cfg)
 
 
 def _atomic_write_json(data: object, path: Path) -> None:
@@ -109,7 +99,7 @@ class PredictionWriter(BasePredictionWriter):
                 self._write_overlay(image, target, pred, pl_module.cfg, image_id)
 
     def _write_overlay(self, image, target, pred, cfg, image_id: int) -> None:
-        picture = image_at_original_size(image.cpu(), target, cfg)
+        picture = display_image(image.cpu(), target, cfg)
         h0, w0 = picture.shape[:2]
         fig = Figure(figsize=(w0 / 100, h0 / 100), dpi=100)
         ax = fig.add_axes((0, 0, 1, 1))

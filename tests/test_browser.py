@@ -45,13 +45,20 @@ def _item(index: int, cfg: SOLOConfig) -> tuple[torch.Tensor, dict]:
     masks = torch.zeros((len(truth), height, width), dtype=torch.uint8)
     for j, (_, _, _, (x1, y1, x2, y2), _) in enumerate(truth):
         masks[j, y1:y2, x1:x2] = 1
+    # The annotations as stored: the same boxes at the original size (x 3/4, exact here).
+    original = torch.zeros((len(truth), *ORIG_SIZE), dtype=torch.bool)
+    for j, (_, _, _, box, _) in enumerate(truth):
+        x1, y1, x2, y2 = (v * 3 // 4 for v in box)
+        original[j, y1:y2, x1:x2] = True
+    labels = torch.tensor([obj[0] for obj in truth], dtype=torch.int64)
     target = {
-        "labels": torch.tensor([obj[0] for obj in truth], dtype=torch.int64),
+        "labels": labels,
         "masks": masks,
         "boxes": torch.tensor([obj[3] for obj in truth], dtype=torch.float32).reshape(-1, 4),
         "image_id": torch.tensor(10 + index),
         "orig_size": torch.tensor(ORIG_SIZE),
         "content_box": torch.tensor([0, 0, width, height]),
+        "original": {"masks": original, "labels": labels, "iscrowd": torch.zeros_like(labels)},
     }
     return image, target
 

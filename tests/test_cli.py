@@ -112,8 +112,8 @@ def test_training_killed_with_sigkill_resumes_from_its_checkpoint(
     checkpoint = torch.load(last, map_location="cpu", weights_only=True)
     saved_step = checkpoint["global_step"]
     assert checkpoint["optimizer_states"][0]["state"], "momentum buffers were not saved"
-    warmup_state = checkpoint["lr_schedulers"][0]
-    assert warmup_state["last_epoch"] == saved_step
+    schedule_state = checkpoint["lr_schedulers"][0]
+    assert schedule_state["last_epoch"] == saved_step
 
     resumed = _solo(
         "fit",

@@ -132,9 +132,23 @@ def test_polygons_and_both_rle_kinds_decode_and_ids_map_in_sorted_order(handmade
     assert polygon.sum() == 60 and polygon[4:10, 5:15].all()
     torch.testing.assert_close(target["masks"][1], torch.from_numpy(square))
     torch.testing.assert_close(target["boxes"], torch.tensor([[5.0, 4, 15, 10], [3, 2, 13, 8]]))
-    _, target = ds.load_raw(1)  # uncompressed RLE kept, crowd skipped
-    assert target["labels"].tolist() == [2]
+    _, target = ds.load_raw(1)  # uncompressed RLE, and the crowd region with its flag
+    assert target["labels"].tolist() == [2, 1] and target["iscrowd"].tolist() == [0, 1]
     torch.testing.assert_close(target["masks"][0], torch.from_numpy(square))
+    assert target["masks"][1].all()
+
+
+def test_crowd_regions_are_not_trained_on_but_kept_for_evaluation(handmade):
+    image_dir, ann_file, square = handmade
+    cfg = SOLOConfig.cpu()
+    _, train_target = CocoInstanceDataset(image_dir, ann_file, cfg, train=True, indices=[1])[0]
+    assert train_target["labels"].tolist() == [2] and "original" not in train_target
+    _, val_target = CocoInstanceDataset(image_dir, ann_file, cfg, indices=[1])[0]
+    assert val_target["labels"].tolist() == [2]
+    original = val_target["original"]  # as stored: original size, crowd included, no resampling
+    assert original["labels"].tolist() == [2, 1] and original["iscrowd"].tolist() == [0, 1]
+    assert original["masks"].dtype == torch.bool and original["masks"].shape == (2, 20, 30)
+    assert torch.equal(original["masks"][0], torch.from_numpy(square).bool())
 
 
 def test_item_contract_and_image_without_annotations(handmade):

@@ -4,9 +4,8 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from solo_lib.evaluation import MaskEvaluator, ground_truth_at_original_size, match_predictions
+from solo_lib.evaluation import MaskEvaluator, match_predictions
 
 H, W = 20, 24
 CLASSES = ("vehicle", "person", "animal")
@@ -159,26 +158,80 @@ def test_update_rejects_bad_input():
         evaluator.update([pred(), pred()], [gt()])
 
 
-def test_ground_truth_at_original_size_undoes_resize_and_padding():
-    original = torch.zeros((2, 5, 6), dtype=torch.uint8)
-    original[0, 1:3, 2:5] = 1
-    original[1, 4:, :2] = 1
-    # Scaled by 2 to 10x12 and placed 3 columns and 1 row into a 12x20 input.
-    padded = torch.zeros((2, 12, 20), dtype=torch.uint8)
-    padded[:, 1:11, 3:15] = F.interpolate(original[None].float(), scale_factor=2)[0].byte()
-    target = {
-        "masks": padded,
-        "labels": torch.tensor([1, 3]),
-        "orig_size": torch.tensor([5, 6]),
-        "content_box": torch.tensor([3, 1, 15, 11]),
+def test_a_detection_on_a_crowd_region_is_ignored_and_the_crowd_is_never_missed():
+    """pycocotools' rule: crowd ground truth is neither matched as a true positive nor missed."""
+    crowd = {
+        "masks": torch.stack([A, rect(0, 20, 14, 24)]),
+        "labels": torch.tensor([1, 1]),
+        "iscrowd": torch.tensor([0, 1]),
     }
-    back = ground_truth_at_original_size(target)
-    assert back["masks"].dtype == torch.bool
-    assert torch.equal(back["masks"], original.bool())
-    assert back["labels"].tolist() == [1, 3]
+    # A high-scored false positive on the crowd region would halve the precision otherwise.
+    detections = pred((rect(2, 18, 16, 22), 1, 0.95), (A, 1, 0.9))
+    evaluator = MaskEvaluator(CLASSES)
+    evaluator.update([detections], [crowd])
+    result = evaluator.compute()
+    assert result["AP"] == pytest.approx(1.0) and result["num_ground_truth"] == 1
+    evaluator.reset()
+    evaluator.update([detections], [{**crowd, "iscrowd": torch.tensor([0, 0])}])
+    assert evaluator.compute()["AP50"] < 0.9  # counted as a real object, the crowd is missed
 
-    empty = ground_truth_at_original_size({**target, "masks": padded[:0], "labels": torch.zeros(0)})
-    assert empty["masks"].shape == (0, 5, 6)
+
+def test_mask_ap_equals_pycocotools_on_the_original_annotation_file(tmp_path, tiny_data_dir):
+    """The check of record: the AP of MaskEvaluator fed with data set items equals COCOeval
+    (iouType "segm") run on the written results against the annotation file itself.
+
+    Predictions are the stored masks, shifted, relabelled, duplicated and scored so that
+    every kind of match occurs (true and false positives at several IoUs, a missed object,
+    a detection on a crowd region); the comparison needs no trained model.
+    """
+    import contextlib
+    import io
+    import json
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from solo_lib.config import SOLOConfig
+    from solo_lib.data import CIS680Dataset, CocoInstanceDataset, write_coco_dataset
+    from solo_lib.prediction import to_coco_results
+
+    cfg = SOLOConfig.cpu()
+    image_dir, ann_file = write_coco_dataset(CIS680Dataset(tiny_data_dir, cfg), tmp_path / "coco")
+    payload = json.loads(ann_file.read_text())
+    payload["annotations"][1]["iscrowd"] = 1  # one crowd region
+    ann_file.write_text(json.dumps(payload))
+    dataset = CocoInstanceDataset(image_dir, ann_file, cfg)
+
+    generator = torch.Generator().manual_seed(0)
+    evaluator, results = MaskEvaluator(cfg.class_names), []
+    for i in range(len(dataset)):
+        truth = dataset[i][1]["original"]
+        masks, labels = truth["masks"], truth["labels"]
+        shifts = torch.randint(-4, 5, (len(masks), 2), generator=generator).tolist()
+        moved = torch.stack([m.roll(tuple(s), (0, 1)) for m, s in zip(masks, shifts, strict=True)])
+        wrong = labels % cfg.num_classes + 1
+        pred_masks = torch.cat([moved, moved[:1], masks[1:2]])[: 2 * len(masks)]
+        pred_labels = torch.cat([labels, wrong[:1], labels[1:2]])[: 2 * len(masks)]
+        n = len(pred_masks)
+        keep = torch.rand(n, generator=generator) > 0.15  # some objects are missed
+        prediction = {
+            "masks": pred_masks[keep],
+            "labels": pred_labels[keep],
+            "scores": torch.rand(n, generator=generator)[keep],
+        }
+        evaluator.update([prediction], [truth])
+        results += to_coco_results(prediction, image_id=dataset.coco_ids[i])
+    ours = evaluator.compute()
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(str(ann_file))
+        coco_eval = COCOeval(coco_gt, coco_gt.loadRes(results), iouType="segm")
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    ap, ap50, ap75 = coco_eval.stats[:3]
+    assert 0.2 < ap < 0.9  # a score with something to compare
+    assert (ours["AP"], ours["AP50"], ours["AP75"]) == pytest.approx((ap, ap50, ap75), abs=1e-4)
 
 
 def test_match_predictions_one_to_one_by_score():

@@ -102,17 +102,22 @@ def test_coord_features_span_minus_one_to_one() -> None:
     assert (y.diff(dim=0) > 0).all() and (y.diff(dim=1) == 0).all()  # y along the height
 
 
-def test_category_bias_starts_at_focal_prior() -> None:
+def test_category_and_mask_biases_start_at_the_prior() -> None:
+    """Both outputs start at p = 0.01 (bias -4.595), as mmdetection's SOLOHead (bias_prob 0.01)."""
     torch.manual_seed(0)
     cfg = SOLOConfig.cpu()
     model = SOLO(cfg)
-    bias = model.head.cate_out.bias
-    assert torch.allclose(bias, torch.full_like(bias, -math.log(0.99 / 0.01)))
-    assert abs(bias[0].item() - (-4.595)) < 1e-3
+    prior = -math.log(0.99 / 0.01)
+    assert abs(prior - (-4.595)) < 1e-3
+    biases = [model.head.cate_out.bias] + [conv.bias for conv in model.head.mask_out]
+    assert len(biases) == 1 + cfg.num_levels
+    for bias in biases:
+        assert torch.allclose(bias, torch.full_like(bias, prior))
     with torch.no_grad():
         output = model(torch.randn(1, 3, *cfg.image_size))
-    probs = torch.cat([c.sigmoid().flatten() for c in output.category])
-    assert abs(probs.mean().item() - 0.01) < 0.003
+    for logits in (output.category, output.masks):
+        probs = torch.cat([x.sigmoid().flatten() for x in logits])
+        assert abs(probs.mean().item() - 0.01) < 0.003
 
 
 def test_all_parameters_trainable_and_batchnorm_not_frozen() -> None:
@@ -188,8 +193,9 @@ def test_unknown_depth_is_rejected() -> None:
 
 def test_predict_post_processes_probabilities_and_restores_mode() -> None:
     torch.manual_seed(0)
-    # update_threshold: keep the low scores (prior x maskness, about 0.005) after Matrix NMS.
-    cfg = SOLOConfig.cpu().replace(image_size=(128, 160), update_threshold=1e-4)
+    # Untrained, category and mask outputs sit at the prior 0.01; update_threshold keeps the
+    # low scores (prior x maskness, about 1e-4) after Matrix NMS.
+    cfg = SOLOConfig.cpu().replace(image_size=(128, 160), update_threshold=1e-6)
     model = SOLO(cfg).train()
     images = torch.randn(2, 3, *cfg.image_size)
     metas = [
@@ -198,7 +204,7 @@ def test_predict_post_processes_probabilities_and_restores_mode() -> None:
     # Untrained, every cell scores about the prior 0.01: nothing passes the default 0.1.
     assert [len(r["scores"]) for r in model.predict(images, metas)] == [0, 0]
     assert model.training
-    results = model.predict(images, metas, score_threshold=0.005, mask_threshold=0.4)
+    results = model.predict(images, metas, score_threshold=0.005, mask_threshold=0.005)
     assert len(results) == 2 and len(results[0]["scores"]) > 0
     for result in results:
         n = len(result["scores"])

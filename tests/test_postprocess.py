@@ -219,6 +219,37 @@ def test_steps_compose_to_postprocess(small_config):
     torch.testing.assert_close(kept.scores, rescored.scores)  # two classes: nothing decays
 
 
+def test_one_cell_gives_a_candidate_for_each_class_above_the_threshold(small_config):
+    """mmdetection thresholds the (cells x classes) scores: a cell can hold two classes."""
+    category, masks = blank_maps(small_config, 1)
+    add_objects(category, masks, 0)
+    category[0][0, 2, 3, 4] = 0.5  # the class-2 cell also scores 0.5 for class 3
+    category[0][0, 0, 3, 4] = 0.05  # and 0.05 for class 1: below the threshold 0.1
+    peaks = [points_nms(c)[0] for c in category]
+    candidates = select_cells(peaks, [m[0] for m in masks], small_config)
+    assert candidates.labels.tolist() == [2, 3, 3]  # level 0: cell 28 for classes 2, 3
+    assert candidates.cells.tolist() == [28, 28, 10]
+    assert candidates.scores.tolist() == pytest.approx([0.9, 0.5, 0.8])
+    assert torch.equal(candidates.masks[0], candidates.masks[1])  # one cell, one mask
+    (result,) = postprocess(category, masks, [META], small_config)
+    assert sorted(result["labels"].tolist()) == [2, 3, 3]  # other classes: no decay
+
+
+def test_nms_pre_keeps_the_best_scores_after_maskness(small_config):
+    """The cut to nms_pre uses score x maskness: a vague mask loses to a crisp one."""
+    category, masks = blank_maps(small_config, 1)
+    category[0][0, 0, 1, 1] = 0.9  # higher category score, vague mask (p = 0.55)
+    masks[0][0, 1 * 8 + 1, 0:4, 0:4] = 0.55
+    category[0][0, 1, 5, 5] = 0.8  # lower category score, crisp mask (p = 1)
+    masks[0][0, 5 * 8 + 5, 8:12, 8:12] = 1.0
+    peaks = [points_nms(c)[0] for c in category]
+    candidates = select_cells(peaks, [m[0] for m in masks], small_config)
+    assert candidates.labels.tolist() == [1, 2]  # both pass: no cut before maskness
+    kept = rescore_by_maskness(candidates, small_config.replace(nms_pre=1))
+    assert kept.labels.tolist() == [2]
+    assert kept.scores.tolist() == pytest.approx([0.8])
+
+
 def test_postprocess_rejects_wrong_shapes(small_config):
     category, masks = blank_maps(small_config, 1)
     with pytest.raises(ValueError, match=r"mask_probs\[1\]"):

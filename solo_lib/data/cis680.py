@@ -230,7 +230,8 @@ class CIS680Dataset(Dataset):
         """Item `i` untransformed: uint8 (3, H0, W0) image and a source-frame target.
 
         The target holds `labels` int64 (n,), `masks` uint8 (n, H0, W0) 0/1, `boxes`
-        float32 (n, 4) xyxy and `image_id` int64 (the file index).
+        float32 (n, 4) xyxy, `iscrowd` int64 (n,) (all 0: the format has no crowd
+        regions) and `image_id` int64 (the file index).
         """
         index = int(self.indices[i])
         images, masks = self._files()
@@ -251,6 +252,7 @@ class CIS680Dataset(Dataset):
             "labels": torch.from_numpy(self.labels[index].copy()),
             "masks": torch.from_numpy(binary.astype(np.uint8)),
             "boxes": torch.from_numpy(self.boxes[index].astype(np.float32)),
+            "iscrowd": torch.zeros(len(self.labels[index]), dtype=torch.int64),
             "image_id": torch.tensor(index, dtype=torch.int64),
         }
         return torch.from_numpy(image.astype(np.uint8)), target

@@ -3,8 +3,9 @@
 `CocoInstanceDataset` reads an `instances_*.json`-style annotation file with
 pycocotools (polygons, uncompressed and compressed RLE) and yields the same items
 as `CIS680Dataset`, so a custom data set trains without code changes. Category ids
-are mapped to labels 1..C in sorted id order; crowd annotations (`iscrowd` = 1)
-are skipped, as SOLO has no use for them.
+are mapped to labels 1..C in sorted id order. Crowd annotations (`iscrowd` = 1)
+are read with their flag: training skips them (SOLO has no use for a mask of many
+objects), evaluation ignores detections on them, as pycocotools does.
 
 `write_coco_dataset` exports any data set with `load_raw(i)` and `class_names`
 (e.g. the built-in one) to a COCO folder, which is how the tests and notebook 01
@@ -131,7 +132,12 @@ class CocoInstanceDataset(Dataset):
         return len(self.indices)
 
     def load_raw(self, i: int) -> tuple[Tensor, dict[str, Tensor]]:
-        """Item `i` untransformed: uint8 (3, H0, W0) RGB image and a source-frame target."""
+        """Item `i` untransformed: uint8 (3, H0, W0) RGB image and a source-frame target.
+
+        The target holds every annotation of the image as stored, crowd regions
+        included: `labels` int64 (n,), `masks` uint8 (n, H0, W0) from ``annToMask``,
+        `boxes` float32 (n, 4) xyxy from the masks, `iscrowd` int64 (n,), `image_id`.
+        """
         index = int(self.indices[i])
         img_id = self.coco_ids[index]
         info = self.coco.imgs[img_id]
@@ -144,19 +150,17 @@ class CocoInstanceDataset(Dataset):
                 f"{path}: image is {h}x{w}; expected {info['height']}x{info['width']} "
                 f"(height/width of image id {img_id} in {self.annotation_file})"
             )
-        masks, labels = [], []
+        masks, labels, crowd = [], [], []
         for ann in self.coco.imgToAnns.get(img_id, []):
-            if ann.get("iscrowd", 0):
-                continue
             m = self.coco.annToMask(ann)
             if m.shape != (h, w):
                 raise DataFormatError(
                     f"{self.annotation_file}: annotation id {ann.get('id')} decodes to {m.shape}; "
                     f"expected ({h}, {w})"
                 )
-            if m.any():
-                masks.append(m)
-                labels.append(self.cat_to_label[ann["category_id"]])
+            masks.append(m)
+            labels.append(self.cat_to_label[ann["category_id"]])
+            crowd.append(int(bool(ann.get("iscrowd", 0))))
         mask_array = (
             np.stack(masks).astype(np.uint8) if masks else np.zeros((0, h, w), dtype=np.uint8)
         )
@@ -164,6 +168,7 @@ class CocoInstanceDataset(Dataset):
             "labels": torch.tensor(labels, dtype=torch.int64),
             "masks": torch.from_numpy(mask_array),
             "boxes": torch.from_numpy(masks_to_boxes(mask_array)),
+            "iscrowd": torch.tensor(crowd, dtype=torch.int64),
             "image_id": torch.tensor(index, dtype=torch.int64),
         }
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), target
@@ -236,7 +241,10 @@ def write_coco_dataset(
             )
             masks = target["masks"].numpy().astype(np.uint8)
             boxes = masks_to_boxes(masks)
-            for m, label, box in zip(masks, target["labels"].tolist(), boxes, strict=True):
+            crowd = target.get("iscrowd", torch.zeros(len(masks), dtype=torch.int64)).tolist()
+            for m, label, box, iscrowd in zip(
+                masks, target["labels"].tolist(), boxes, crowd, strict=True
+            ):
                 rle = mask_utils.encode(np.asfortranarray(m))
                 segm: list | dict = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
                 if segmentation == "polygon":
@@ -250,7 +258,7 @@ def write_coco_dataset(
                         "segmentation": segm,
                         "area": float(m.sum()),
                         "bbox": [x1, y1, x2 - x1, y2 - y1],
-                        "iscrowd": 0,
+                        "iscrowd": int(iscrowd),
                     }
                 )
         payload = {"images": images, "annotations": annotations, "categories": categories}

@@ -6,11 +6,11 @@ BoundingBoxes), so image, masks and boxes move together. Masks are resized
 bilinearly and re-thresholded at 0.5 (as the paper's preprocessing does), so they
 stay 0/1; an object whose mask vanishes is dropped with its label and box.
 
-Layout (see DESIGN.md): scale = min(H / H0, W / W0) (times a jitter factor in
+Layout: scale = min(H / H0, W / W0) (times a jitter factor in
 training), content size floor(H0 * scale) x floor(W0 * scale), placed centred with
 left = (W - w) // 2 and top = (H - h) // 2. `target["content_box"]` records where
-the content sits and `target["orig_size"]` the source size, so post-processing can
-undo the layout.
+the content sits and `target["orig_size"]` the source size; `to_original_frame`,
+the one way back, undoes the layout for predicted masks and for pictures.
 """
 
 from __future__ import annotations
@@ -55,6 +55,32 @@ def content_box(
     return left, top, left + w, top + h
 
 
+def to_original_frame(
+    maps: Tensor,
+    content_box: Sequence[int],
+    orig_size: Sequence[int],
+    input_size: Sequence[int],
+    antialias: bool = False,
+) -> Tensor:
+    """Undo the layout: float maps (n, h, w) over the whole input frame -> (n, H0, W0).
+
+    The one way back from the network input to the original image, the inverse of
+    `ResizeToFit` + `CenterPad`: maps at any resolution (mask predictions at the level-0
+    mask size, or the input image itself) are resized (bilinear) to `input_size`
+    (H, W), the padding around `content_box` (x1, y1, x2, y2) is cropped away, and the
+    content is resized to `orig_size` (H0, W0). Threshold the result for binary masks.
+    """
+    height, width = int(orig_size[0]), int(orig_size[1])
+    if maps.shape[0] == 0:
+        return maps.new_zeros((0, height, width))
+    x1, y1, x2, y2 = (int(v) for v in content_box)
+    full = maps[None].float()
+    if tuple(full.shape[-2:]) != tuple(int(v) for v in input_size):
+        full = F.resize(full, list(input_size), InterpolationMode.BILINEAR, antialias=False)
+    content = full[..., y1:y2, x1:x2]
+    return F.resize(content, [height, width], InterpolationMode.BILINEAR, antialias=antialias)[0]
+
+
 def _wrap(
     image: Tensor, target: Target
 ) -> tuple[tv_tensors.Image, tv_tensors.Mask, tv_tensors.BoundingBoxes]:
@@ -84,6 +110,49 @@ class Compose:
     def __repr__(self) -> str:
         inner = ", ".join(repr(t) for t in self.transforms)
         return f"Compose([{inner}])"
+
+
+class KeepOriginal:
+    """Record the annotations as stored, for evaluation: ``target["original"]``.
+
+    ``{"masks": bool (n, H0, W0), "labels": int64 (n,), "iscrowd": int64 (n,)}``, taken
+    before any resampling, so that mask AP compares predictions with the data set's
+    own masks at their own resolution (CIS 680 masks as in the file, COCO masks as
+    ``annToMask`` decodes them), crowd regions included so they can be ignored.
+    """
+
+    def __call__(self, image: Tensor, target: Target) -> tuple[Tensor, Target]:
+        target = dict(target)
+        n = target["labels"].shape[0]
+        target["original"] = {
+            "masks": target["masks"].bool(),
+            "labels": target["labels"],
+            "iscrowd": target.get("iscrowd", torch.zeros(n, dtype=torch.int64)),
+        }
+        return image, target
+
+    def __repr__(self) -> str:
+        return "KeepOriginal()"
+
+
+class DropCrowd:
+    """Remove crowd regions (``iscrowd`` = 1) from the objects that SOLO learns and draws.
+
+    SOLO has no use for a mask of many objects at once; evaluation still sees them
+    (`KeepOriginal`) and ignores detections on them, as pycocotools does.
+    """
+
+    def __call__(self, image: Tensor, target: Target) -> tuple[Tensor, Target]:
+        target = dict(target)
+        iscrowd = target.pop("iscrowd", None)
+        if iscrowd is not None and bool(iscrowd.any()):
+            keep = iscrowd == 0
+            for key in ("labels", "masks", "boxes"):
+                target[key] = target[key][keep]
+        return image, target
+
+    def __repr__(self) -> str:
+        return "DropCrowd()"
 
 
 class ToFloatImage:
@@ -210,12 +279,15 @@ class CenterPad:
 
 
 def build_transforms(cfg: SOLOConfig, train: bool) -> Compose:
-    """The input pipeline: to float, resize to fit (jittered when training), flip (training),
-    normalise with cfg.pixel_mean / pixel_std, pad to cfg.image_size.
+    """The input pipeline: keep the original annotations (evaluation only), drop crowd
+    regions, to float, resize to fit (jittered when training), flip (training), normalise
+    with cfg.pixel_mean / pixel_std, pad to cfg.image_size.
 
     The flip comes before the padding, so the content stays centred when W - w is odd.
     """
-    steps: list[PairTransform] = [
+    steps: list[PairTransform] = [] if train else [KeepOriginal()]
+    steps += [
+        DropCrowd(),
         ToFloatImage(),
         ResizeToFit(cfg.image_size, jitter=cfg.scale_jitter if train else None),
     ]

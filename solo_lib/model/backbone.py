@@ -29,12 +29,16 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.resnet import BasicBlock, ResNet
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from solo_lib.config import SOLOConfig
 
-#: ResNet depths that torchvision builds, with the name of their ImageNet weights enum.
+#: ResNet depths, with the name of their ImageNet weights enum in torchvision (None: no
+#: weights). ResNet-10 is ResNet-18 with one basic block per stage instead of two: half
+#: the trunk's convolutions, for CPU training from scratch.
 RESNET_WEIGHTS = {
+    10: None,
     18: "ResNet18_Weights",
     34: "ResNet34_Weights",
     50: "ResNet50_Weights",
@@ -86,6 +90,7 @@ class SOLOBackbone(nn.Module):
 def build_backbone(cfg: SOLOConfig) -> SOLOBackbone:
     """The ResNet-``cfg.backbone_depth`` FPN of ``cfg``, loaded with ``cfg.pretrained``.
 
+    ``cfg.backbone_depth`` is 10 (no ImageNet weights), 18, 34, 50, 101 or 152.
     ``cfg.pretrained`` is None (random init), ``"imagenet"`` (torchvision's
     IMAGENET1K_V1 weights, from the torch hub cache or downloaded) or the path of
     a ResNet state dict (torchvision key names; the ``fc.*`` classifier keys may
@@ -98,8 +103,11 @@ def build_backbone(cfg: SOLOConfig) -> SOLOBackbone:
     if cfg.pretrained == "imagenet":
         resnet = _imagenet_resnet(cfg.backbone_depth)
     else:
-        builder = getattr(torchvision.models, f"resnet{cfg.backbone_depth}")
-        resnet = builder(weights=None, norm_layer=nn.BatchNorm2d)
+        if cfg.backbone_depth == 10:
+            resnet = ResNet(BasicBlock, [1, 1, 1, 1], norm_layer=nn.BatchNorm2d)
+        else:
+            builder = getattr(torchvision.models, f"resnet{cfg.backbone_depth}")
+            resnet = builder(weights=None, norm_layer=nn.BatchNorm2d)
         if cfg.pretrained is not None:
             load_resnet_state_dict(resnet, cfg.pretrained)
     return SOLOBackbone(resnet, cfg.fpn_channels, cfg.strides)
@@ -107,6 +115,11 @@ def build_backbone(cfg: SOLOConfig) -> SOLOBackbone:
 
 def _imagenet_resnet(depth: int) -> torchvision.models.ResNet:
     """A ResNet with torchvision's ImageNet weights; a short, clear error when offline."""
+    if RESNET_WEIGHTS[depth] is None:
+        raise ValueError(
+            f"pretrained='imagenet': torchvision has no ImageNet weights for ResNet-{depth}; "
+            "use backbone_depth 18 or more, a local state dict, or None"
+        )
     weights = getattr(torchvision.models, RESNET_WEIGHTS[depth]).IMAGENET1K_V1
     builder = getattr(torchvision.models, f"resnet{depth}")
     try:

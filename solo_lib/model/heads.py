@@ -7,10 +7,14 @@ For each level with grid S:
   ``num_stacked_convs`` x [3x3 conv, GN, ReLU], a per-level 1x1 conv to S^2 logits
   (one channel per grid cell), upsampled x2 -> (B, S^2, 2 H_f, 2 W_f).
 
-Only the final 1x1 mask convs are per level. Initialisation follows mmdetection:
-conv weights normal(std=0.01), and the category bias starts at the focal prior
+Only the final 1x1 mask convs are per level. Initialisation: conv weights
+normal(std=0.01); the category output bias starts at the focal prior
 -log((1 - 0.01) / 0.01) = -4.595, so that every cell first predicts p = 0.01 and the
-many negatives do not swamp the focal loss in the first iterations.
+many negatives do not swamp the focal loss in the first iterations. The 1x1 mask
+convs start at the same prior, as mmdetection's ``SOLOHead`` (``conv_mask_list``,
+``bias_prob=0.01``) and the official SOLO code (``solo_ins_list``) do: every mask
+pixel first predicts p = 0.01, a near-empty mask, and the dice loss grows the object
+out of it.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from torch import Tensor, nn
 
 from solo_lib.config import SOLOConfig
 
-#: Initial foreground probability of every category output (RetinaNet / SOLO prior).
+#: Initial foreground probability of every category and mask output (RetinaNet / SOLO prior).
 PRIOR_PROB = 0.01
 
 
@@ -83,7 +87,10 @@ class SOLOHead(nn.Module):
                 nn.init.normal_(module.weight, std=0.01)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
-        nn.init.constant_(self.cate_out.bias, -math.log((1 - PRIOR_PROB) / PRIOR_PROB))
+        prior_bias = -math.log((1 - PRIOR_PROB) / PRIOR_PROB)
+        nn.init.constant_(self.cate_out.bias, prior_bias)
+        for conv in self.mask_out:
+            nn.init.constant_(conv.bias, prior_bias)
 
     def forward(self, features: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         if len(features) != len(self.num_grids):

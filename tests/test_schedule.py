@@ -1,0 +1,84 @@
+"""The learning-rate schedule's values, and a time budget that sizes the run to fit."""
+
+import math
+
+import pytest
+import pytorch_lightning as pl
+
+from solo_lib import schedule as schedule_module
+from solo_lib.data import SOLODataModule
+from solo_lib.module import LitSOLO
+from solo_lib.schedule import LRSchedule, TimeBudget
+
+
+def test_cosine_schedule_values_by_hand():
+    cosine = LRSchedule(total_steps=10, kind="cosine", warmup_iters=2, warmup_ratio=0.1)
+    assert cosine(0) == pytest.approx(0.1)  # warm-up start; the cosine factor is still 1
+    assert cosine(1) == pytest.approx(0.55 * (1 + math.cos(math.pi * 0.1)) / 2)
+    assert cosine(5) == pytest.approx(0.5)  # half way: (1 + cos(pi / 2)) / 2
+    assert cosine(10) == pytest.approx(0.0) and cosine(12) == pytest.approx(0.0)
+
+
+def test_step_schedule_and_stretch_keep_the_milestone_fractions():
+    step = LRSchedule(total_steps=40, kind="step", milestones=(30, 36), gamma=0.1)
+    assert [step(s) for s in (29, 30, 35, 36)] == pytest.approx([1, 0.1, 0.1, 0.01])
+    step.stretch(20)
+    assert step.milestones == (15, 18) and step.total_steps == 20
+    with pytest.raises(ValueError, match="lr schedule"):
+        LRSchedule(total_steps=1, kind="poly")
+
+
+class _Clock:
+    """A fake `time` module for solo_lib.schedule: one second per training step."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+class _Tick(pl.Callback):
+    def __init__(self, clock: _Clock) -> None:
+        self.clock = clock
+        self.lrs: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.clock.now += 1.0
+
+
+def test_time_budget_fits_whole_epochs_and_ends_the_cosine_at_the_last_step(
+    tiny_config, tiny_data_dir, monkeypatch, capsys
+):
+    clock = _Clock()
+    monkeypatch.setattr(schedule_module, "time", clock)
+    # Budget 15 s; epoch 0 = 3 steps = 3 s, so 12 s are left: 1 + 12 / 3 = 5 epochs.
+    cfg = tiny_config.replace(
+        max_epochs=30, time_budget_min=0.25, lr_schedule="cosine", warmup_iters=0
+    )
+    tick = _Tick(clock)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=cfg.max_epochs,
+        limit_train_batches=3,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[tick],
+    )
+    trainer.fit(LitSOLO(cfg), datamodule=SOLODataModule(cfg, root=str(tiny_data_dir)))
+
+    assert trainer.current_epoch == 5 and trainer.global_step == 15
+    assert "training 5 epochs = 15 steps" in capsys.readouterr().out
+    budget = next(c for c in trainer.callbacks if isinstance(c, TimeBudget))
+    assert budget.state_dict() == {"minutes": 0.25, "epochs": 5}
+    lr = cfg.learning_rate(cfg.batch_size)
+    # Epoch 0 ran on the provisional 30-epoch curve, then the cosine ends at step 15.
+    assert tick.lrs[3] == pytest.approx(lr * (1 + math.cos(math.pi * 3 / 15)) / 2)
+    assert tick.lrs[14] == pytest.approx(lr * (1 + math.cos(math.pi * 14 / 15)) / 2)
+    assert tick.lrs[14] < 0.02 * lr
