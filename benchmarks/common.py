@@ -19,7 +19,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -34,6 +33,8 @@ RESULTS_PATH = BENCH_DIR / "RESULTS.md"
 
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+
+from solo_lib.atomic import atomic_file  # noqa: E402  (after the path set-up above)
 
 
 def median(values: Sequence[float]) -> float:
@@ -127,11 +128,8 @@ def rewrite_section(path: str | Path, section: str, body: str) -> None:
         else:
             text = text.rstrip("\n") + "\n\n" + block + "\n"
         mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, mode)  # mkstemp makes it 0600
-        os.replace(tmp, path)
+        with atomic_file(path, mode=mode) as tmp:
+            tmp.write_text(text)
 
 
 def report(

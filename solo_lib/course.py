@@ -1,100 +1,147 @@
-"""The course's own training run: notebook 04 trains and saves it, notebook 05 loads it.
+"""The course's model: the main job of README, trained by one command, used by notebooks 04 and 05.
 
-In fast mode (``SOLO_FAST=1``, the test suite) the run is a few steps on a few
-images and goes to its own folder, so running the tests never replaces a
-learner's trained checkpoint.
+There is one training path. ``python -m solo_lib fit --config solo_lib/configs/cpu.yaml``
+(`MAIN_COMMAND`) trains the `cpu` preset and writes its logs and checkpoints to
+``runs/cpu/version_N``; notebook 04 can run exactly that command in its kernel
+(`train_main_job`), reads the newest run's log, and notebook 05 loads its best
+checkpoint (`load_main_model`). Without a trained model, both say so and name the
+command instead of quietly training a toy model.
+
+In fast mode (``SOLO_FAST=1``, the test suite) the same command runs a few steps on
+a few images into ``runs/cpu_fast``, so running the tests never touches a learner's
+trained model.
 """
 
 from __future__ import annotations
 
 import csv
-import os
-import shutil
+import warnings
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
 
-from solo_lib.checkpointing import AtomicCheckpointIO
 from solo_lib.config import SOLOConfig, fast_mode
-from solo_lib.data import SOLODataModule
 from solo_lib.module import LitSOLO, build_optimizer, build_schedule
-from solo_lib.paths import RUNS_DIR
-from solo_lib.seeding import seed_everything
+from solo_lib.paths import REPO_ROOT, RUNS_DIR
 
-#: Fast mode: images used and training steps taken.
+#: The preset file of the main job.
+MAIN_CONFIG = REPO_ROOT / "solo_lib" / "configs" / "cpu.yaml"
+#: README's main command, run from the repository root.
+MAIN_COMMAND = "python -m solo_lib fit --config solo_lib/configs/cpu.yaml"
+#: How long the main job takes on 2 CPU cores, its time budget included.
+MAIN_MINUTES = 20
+#: Fast mode: the same command on `FAST_IMAGES` images for `FAST_STEPS` steps.
 FAST_IMAGES = 40
 FAST_STEPS = 4
 
 
-def course_dir(fast: bool | None = None) -> Path:
-    """Folder of the course run: ``runs/course`` (``runs/course_fast`` in fast mode)."""
+class NoTrainedModel(FileNotFoundError):
+    """There is no run of the main job yet; the message says how to train one."""
+
+
+def runs_root(fast: bool | None = None) -> Path:
+    """Where the main job's runs are: ``runs/cpu`` (``runs/cpu_fast`` in fast mode)."""
     fast = fast_mode() if fast is None else fast
-    return RUNS_DIR / ("course_fast" if fast else "course")
+    return RUNS_DIR / ("cpu_fast" if fast else "cpu")
 
 
-def course_checkpoint(fast: bool | None = None) -> Path:
-    """Where notebook 04 saves the trained model and notebook 05 looks for it."""
-    return course_dir(fast) / "solo_cpu.ckpt"
+def _fast_overrides() -> list[str]:
+    return [
+        "--data.max_images",
+        str(FAST_IMAGES),
+        "--trainer.limit_train_batches",
+        str(FAST_STEPS),
+        "--trainer.log_every_n_steps",
+        "1",
+        "--model.config.max_epochs",
+        "1",
+        "--model.config.time_budget_min",
+        "null",
+        "--model.config.warmup_iters",
+        "2",
+        "--model.config.num_workers",
+        "0",
+    ]
 
 
-def train_course_model(
-    cfg: SOLOConfig | None = None, fast: bool | None = None, run_dir: Path | None = None
-) -> Path:
-    """Train `cfg` (default: the cpu preset) on the built-in data; return the checkpoint path.
+def train_main_job(fast: bool | None = None, extra_args: list[str] | None = None) -> Path:
+    """Run `MAIN_COMMAND` in this process; return the folder of the run it wrote.
 
-    Keeps the checkpoint with the best validation mask AP and copies it to
-    ``run_dir / "solo_cpu.ckpt"``; the CSV logs go to ``run_dir / "metrics.csv"``.
+    The logs go to `runs_root` wherever the notebook runs. `extra_args` are appended to
+    the command line (later arguments win), as on a shell.
+    """
+    from solo_lib.cli import main  # the command line itself, not a copy of its Trainer
+
+    fast = fast_mode() if fast is None else fast
+    root = runs_root(fast)
+    args = [
+        "fit",
+        "--config",
+        str(MAIN_CONFIG),
+        "--trainer.logger.init_args.save_dir",
+        str(root.parent),
+        "--trainer.logger.init_args.name",
+        root.name,
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
+    with warnings.catch_warnings():
+        # In a notebook or under pytest, sys.argv holds the host's own arguments.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        main(args + (_fast_overrides() if fast else []) + list(extra_args or []))
+    return newest_run(fast)
+
+
+def _version(run: Path) -> int:
+    return int(run.name.split("_")[-1])
+
+
+def newest_run(fast: bool | None = None) -> Path:
+    """The newest run folder of the main job (highest ``version_N`` with a metrics.csv).
+
+    Raises `NoTrainedModel`, with the command that trains one, when there is none.
     """
     fast = fast_mode() if fast is None else fast
-    cfg = cfg or SOLOConfig.cpu()
-    run_dir = Path(run_dir) if run_dir is not None else course_dir(fast)
-    if fast:
-        cfg = cfg.replace(max_epochs=1, warmup_iters=2)
-    seed_everything(cfg.seed)
-    datamodule = SOLODataModule(cfg, max_images=FAST_IMAGES if fast else None)
-    # A new run replaces the last one: without this, Lightning would save "best-v1.ckpt"
-    # next to the old "best.ckpt" (CSVLogger itself deletes the old metrics.csv).
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    best = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="best", monitor="val/AP", mode="max"
-    )
-    trainer = pl.Trainer(
-        max_epochs=cfg.max_epochs,
-        limit_train_batches=FAST_STEPS if fast else None,
-        logger=CSVLogger(run_dir, name="", version=""),
-        callbacks=[best, LearningRateMonitor(logging_interval="step")],
-        plugins=[AtomicCheckpointIO()],
-        log_every_n_steps=1 if fast else 10,
-        enable_model_summary=False,
-    )
-    trainer.fit(LitSOLO(cfg), datamodule=datamodule)
-    target = run_dir / "solo_cpu.ckpt"
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(best.best_model_path, tmp)
-    os.replace(tmp, target)
-    return target
+    root = runs_root(fast)
+    runs = [p.parent for p in root.glob("version_*/metrics.csv")]
+    runs = [run for run in runs if any((run / "checkpoints").glob("*.ckpt"))]
+    if not runs:
+        raise NoTrainedModel(
+            f"No trained model in {root}. Train the course's model with\n"
+            f"    {MAIN_COMMAND}\n"
+            f"from the repository root (about {MAIN_MINUTES} minutes on 2 CPU cores), "
+            "or set TRAIN = True in notebook 04; then run this notebook again."
+        )
+    return max(runs, key=_version)
 
 
-def load_course_model(
-    fast: bool | None = None, cfg: SOLOConfig | None = None
-) -> tuple[LitSOLO, str]:
-    """The model notebook 04 trained, or a short one trained now if there is none.
+def best_checkpoint(run: Path) -> Path:
+    """The checkpoint with the best validation AP in `run` (``best-*.ckpt``), else ``last.ckpt``."""
+    best = sorted((run / "checkpoints").glob("best*.ckpt"))
+    if best:
+        return best[-1]
+    last = run / "checkpoints" / "last.ckpt"
+    if last.exists():
+        return last
+    raise NoTrainedModel(f"{run / 'checkpoints'}: no checkpoint (best-*.ckpt or last.ckpt)")
 
-    `cfg` is the configuration of that short run (default: the cpu preset); a
-    loaded model keeps the configuration it was trained with. Returns the model
-    (eval mode, CPU) and a sentence that says which it is.
+
+def load_main_model(fast: bool | None = None) -> tuple[LitSOLO, Path]:
+    """The best checkpoint of the newest main-job run (eval mode, CPU), and its path.
+
+    In fast mode a missing run is trained first (a few steps); otherwise a missing run
+    raises `NoTrainedModel`, whose message gives the command.
     """
-    path = course_checkpoint(fast)
-    if path.exists():
-        message = f"loaded the model trained in notebook 04 from {path}"
-    else:
-        path = train_course_model(cfg, fast=True, run_dir=course_dir(fast=True))
-        message = f"no checkpoint from notebook 04: trained a short one now ({path})"
+    fast = fast_mode() if fast is None else fast
+    try:
+        run = newest_run(fast)
+    except NoTrainedModel:
+        if not fast:
+            raise
+        run = train_main_job(fast=True)
+    path = best_checkpoint(run)
     model = LitSOLO.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    return model.eval(), message
+    return model.eval(), path
 
 
 def read_metrics(path: Path) -> dict[str, list[tuple[int, int, float]]]:
@@ -127,3 +174,36 @@ def learning_rate_schedule(
             optimizer.step()
             schedule.step()
     return epochs, lrs
+
+
+def format_training_log(metrics: dict[str, list[tuple[int, int, float]]]) -> str:
+    """One line per epoch of a run's `read_metrics`: minutes, losses and validation mask AP.
+
+    Columns: epoch, wall minutes since training started (validation included), the
+    epoch's mean training loss, the validation loss, and AP / AP50 / AP75 where the
+    epoch computed them ("-" where it did not).
+    """
+    by_epoch: dict[int, dict[str, float]] = {}
+    names = {
+        "time/minutes": "minutes",
+        "train/loss_epoch": "train",
+        "val/loss": "val",
+        "val/AP": "AP",
+        "val/AP50": "AP50",
+        "val/AP75": "AP75",
+    }
+    for key, column in names.items():
+        for epoch, _, value in metrics.get(key, []):
+            by_epoch.setdefault(epoch, {})[column] = value
+    lines = ["epoch  minutes  train loss  val loss     AP   AP50   AP75"]
+    for epoch in sorted(by_epoch):
+        row = by_epoch[epoch]
+
+        def cell(column: str, width: int, digits: int, row: dict = row) -> str:
+            return f"{row[column]:{width}.{digits}f}" if column in row else f"{'-':>{width}}"
+
+        lines.append(
+            f"{epoch:5d}  {cell('minutes', 7, 1)}  {cell('train', 10, 3)}  {cell('val', 8, 3)}"
+            f"  {cell('AP', 5, 3)}  {cell('AP50', 5, 3)}  {cell('AP75', 5, 3)}"
+        )
+    return "\n".join(lines)

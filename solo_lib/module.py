@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 
 import pytorch_lightning as pl
 import torch
@@ -66,8 +67,8 @@ class LitSOLO(pl.LightningModule):
     """SOLO in Lightning, built from one `SOLOConfig`.
 
     Logged metrics: ``train/{loss,focal,dice}`` (per step and per epoch),
-    ``val/{loss,focal,dice}`` and the mask mAP ``val/{AP,AP50,AP75}`` plus
-    ``val/AP_<class name>``. Mask mAP is computed on epochs 0, k, 2k, ... for
+    ``val/{loss,focal,dice}``, the mask mAP ``val/{AP,AP50,AP75}`` plus
+    ``val/AP_<class name>``, and ``time/minutes`` since training started. Mask mAP is computed on epochs 0, k, 2k, ... for
     k = ``config.map_every_n_epochs``, and on the last epoch: from the first
     validation on, a checkpoint callback that monitors ``val/AP`` finds a value.
     """
@@ -116,6 +117,14 @@ class LitSOLO(pl.LightningModule):
             sync_dist=True,
         )
         return losses["loss"]
+
+    def on_train_start(self) -> None:
+        self._train_start = time.monotonic()
+
+    def on_train_epoch_end(self) -> None:
+        """Log ``time/minutes``: wall time since training started, validation included."""
+        minutes = (time.monotonic() - self._train_start) / 60
+        self.log("time/minutes", minutes, on_epoch=True, sync_dist=False)
 
     def _map_this_epoch(self) -> bool:
         last_epoch = self.trainer.max_epochs is not None and (

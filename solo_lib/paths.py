@@ -16,6 +16,3 @@ BUILTIN_DATA_DIR = DATA_DIR / "builtin"
 
 #: Training runs: logs and checkpoints, one sub-folder per run.
 RUNS_DIR = Path(os.environ.get("SOLO_RUNS_DIR", REPO_ROOT / "runs"))
-
-#: The checkpoint that notebook 04 saves and notebook 05 loads.
-COURSE_CHECKPOINT = RUNS_DIR / "course" / "solo_cpu.ckpt"

@@ -67,7 +67,13 @@ def points_nms(heat: Tensor) -> Tensor:
 # --- Matrix NMS ----------------------------------------------------------------------------
 @functools.cache
 def _cpu_int8_matmul_available() -> bool:
-    """Whether this PyTorch multiplies int8 matrices on the CPU (`torch._int_mm`)."""
+    """Whether this PyTorch multiplies int8 matrices on the CPU (`torch._int_mm`).
+
+    `torch._int_mm` is a private op: PyTorch has no public int8 x int8 -> int32 matrix
+    product. It is probed once, checked for the right answer, and any failure falls
+    back to the float32 product, so a PyTorch that drops or changes it costs only speed
+    (tests compare both paths).
+    """
     try:
         probe = torch.ones(2, 8, dtype=torch.int8)
         return bool(torch._int_mm(probe, probe.T).eq(8).all())

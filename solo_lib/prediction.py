@@ -14,8 +14,6 @@ results on rank 0, which writes the one ``results.json``.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from matplotlib.figure import Figure
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch import Tensor
 
+from solo_lib.atomic import atomic_file
 from solo_lib.viz import display_image, draw_instances
 
 
@@ -50,17 +49,6 @@ def to_coco_results(
             {"image_id": image_id, "category_id": category, "segmentation": rle, "score": score}
         )
     return results
-
-
-def _atomic_write_json(data: object, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -106,10 +94,8 @@ class PredictionWriter(BasePredictionWriter):
         masks, labels, scores = pred["masks"].cpu(), pred["labels"].cpu(), pred["scores"].cpu()
         draw_instances(ax, picture, masks, labels, scores=scores, class_names=cfg.class_names)
         name = Path(target.get("file_name", f"{image_id:06d}")).stem + ".png"
-        path = self.output_dir / "overlays" / name
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")  # one per process
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
+        with atomic_file(self.output_dir / "overlays" / name) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         by_image = self.results_by_image
@@ -123,7 +109,8 @@ class PredictionWriter(BasePredictionWriter):
         if not trainer.is_global_zero:
             return
         results = [r for image_id in sorted(by_image) for r in by_image[image_id]]
-        _atomic_write_json(results, self.output_dir / "results.json")
+        with atomic_file(self.output_dir / "results.json") as tmp:
+            tmp.write_text(json.dumps(results))
         print(
             f"wrote {len(results)} instances of {len(by_image)} images to "
             f"{self.output_dir / 'results.json'} "

@@ -292,7 +292,8 @@ def plot_learning_rate(
 
     `epochs, lrs` come from `solo_lib.course.learning_rate_schedule`; `milestones` are
     the epochs where the step decay divides the rate (``cfg.lr_milestones``), drawn as
-    dashed lines. The right panel zooms on the start, where the warm-up is linear.
+    dashed lines on a log scale; without milestones (a cosine) the scale is linear.
+    The right panel zooms on the start, where the warm-up is linear.
     """
     if len(epochs) != len(lrs) or not lrs:
         raise ValueError(
@@ -304,8 +305,9 @@ def plot_learning_rate(
         ax_all.axvline(
             milestone, color="0.5", ls="--", lw=1, label="milestones" if i == 0 else None
         )
-    ax_all.set_yscale("log")
-    ax_all.set_title("learning rate (log scale)")
+    # Step decay spans decades: a log scale shows each drop; a cosine reads best as it is.
+    ax_all.set_yscale("log" if milestones else "linear")
+    ax_all.set_title("learning rate (log scale)" if milestones else "learning rate")
     if milestones:
         ax_all.legend(fontsize=8)
     peak = int(np.argmax(lrs))  # the first step at the full rate: the end of the warm-up

@@ -6,7 +6,7 @@ import pytorch_lightning as pl
 import torch
 
 from solo_lib import course
-from solo_lib.course import learning_rate_schedule, load_course_model, read_metrics
+from solo_lib.course import learning_rate_schedule, read_metrics
 from solo_lib.data import SOLODataModule
 from solo_lib.module import LitSOLO
 from solo_lib.viz import plot_learning_rate, plot_training_curves, plot_validation_ap
@@ -210,48 +210,68 @@ def test_plot_learning_rate_marks_the_milestones(tiny_config):
         plot_learning_rate([0.0, 0.5], [0.1], [1])
 
 
-def test_load_course_model_trains_a_short_run_then_loads_it(tmp_path, monkeypatch, tiny_config):
-    monkeypatch.setattr(course, "RUNS_DIR", tmp_path)
-    monkeypatch.setattr(course, "FAST_IMAGES", 10)
-    monkeypatch.setattr(course, "FAST_STEPS", 2)
+def _tiny_args(tiny_config, tiny_data_dir) -> list[str]:
+    """Command-line overrides that shrink the main job to the tiny test configuration."""
+    return [
+        "--data.root",
+        str(tiny_data_dir),
+        "--model.config.image_size",
+        str(list(tiny_config.image_size)),
+        "--model.config.num_grids",
+        str(list(tiny_config.num_grids)),
+        "--model.config.fpn_channels",
+        "32",
+        "--model.config.head_channels",
+        "32",
+        "--model.config.num_stacked_convs",
+        "1",
+        "--model.config.batch_size",
+        "2",
+    ]
 
-    model, message = load_course_model(fast=True, cfg=tiny_config)
-    trained = tmp_path / "course_fast" / "solo_cpu.ckpt"
-    assert message.startswith("no checkpoint from notebook 04: trained a short one now")
-    assert str(trained) in message and trained.exists()
-    assert not model.training and model.cfg.image_size == tiny_config.image_size
-    metrics = read_metrics(tmp_path / "course_fast" / "metrics.csv")
+
+def test_main_job_in_process_writes_a_run_that_load_main_model_loads(
+    tmp_path, monkeypatch, tiny_config, tiny_data_dir
+):
+    monkeypatch.setattr(course, "RUNS_DIR", tmp_path)
+    monkeypatch.setattr(course, "FAST_STEPS", 2)
+    run = course.train_main_job(fast=True, extra_args=_tiny_args(tiny_config, tiny_data_dir))
+    assert run == tmp_path / "cpu_fast" / "version_0"
+    metrics = read_metrics(run / "metrics.csv")
     assert [step for _, step, _ in metrics["train/loss_step"]] == [0, 1]
     assert len(metrics["val/AP"]) == 1
 
-    model, message = load_course_model(fast=True, cfg=tiny_config)
-    assert message == f"loaded the model trained in notebook 04 from {trained}"
-    state = torch.load(trained, map_location="cpu", weights_only=True)["state_dict"]
-    for name, value in model.state_dict().items():
-        assert torch.equal(value, state[name]), name
+    model, path = course.load_main_model(fast=True)
+    assert path.parent == run / "checkpoints" and path.name.startswith("best")
+    assert not model.training and model.cfg.image_size == tiny_config.image_size
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+    # A second run is newer: the notebooks follow it.
+    second = course.train_main_job(fast=True, extra_args=_tiny_args(tiny_config, tiny_data_dir))
+    assert second.name == "version_1" and course.newest_run(fast=True) == second
 
 
-@pytest.mark.filterwarnings("ignore:Experiment logs directory")
-def test_load_course_model_loads_an_existing_checkpoint_without_training(
-    tmp_path, monkeypatch, tiny_config
-):
+def test_without_a_run_learner_mode_names_the_command_and_trains_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(course, "RUNS_DIR", tmp_path)
-    monkeypatch.setattr(course, "FAST_IMAGES", 10)
-    monkeypatch.setattr(course, "FAST_STEPS", 2)
-    source = course.train_course_model(tiny_config, fast=True, run_dir=tmp_path / "elsewhere")
-    # A second run replaces the first: one best checkpoint, not best.ckpt and best-v1.ckpt.
-    course.train_course_model(tiny_config, fast=True, run_dir=tmp_path / "elsewhere")
-    assert [p.name for p in (tmp_path / "elsewhere" / "checkpoints").iterdir()] == ["best.ckpt"]
-    target = tmp_path / "course" / "solo_cpu.ckpt"
-    target.parent.mkdir()
-    target.write_bytes(source.read_bytes())
 
     def _no_training(*args, **kwargs):
-        raise AssertionError("load_course_model trained although a checkpoint exists")
+        raise AssertionError("load_main_model trained a model in learner mode")
 
-    monkeypatch.setattr(course, "train_course_model", _no_training)
-    model, message = load_course_model(fast=False)
-    assert message == f"loaded the model trained in notebook 04 from {target}"
-    assert model.cfg.image_size == tiny_config.image_size  # the checkpoint's own config
-    state = torch.load(target, map_location="cpu", weights_only=True)["state_dict"]
-    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    monkeypatch.setattr(course, "train_main_job", _no_training)
+    with pytest.raises(course.NoTrainedModel) as info:
+        course.load_main_model(fast=False)
+    message = str(info.value)
+    assert course.MAIN_COMMAND in message and str(tmp_path / "cpu") in message
+    assert "20 minutes" in message
+
+
+def test_training_log_has_one_line_per_epoch_with_its_ap(two_epochs):
+    two_epochs["time/minutes"] = [(0, 2, 1.25), (1, 5, 2.5)]
+    header, first, second = course.format_training_log(two_epochs).splitlines()
+    assert header.split() == "epoch minutes train loss val loss AP AP50 AP75".split()
+    # the _csv fixture: train loss 3.9 - epoch, val loss 3.5 - epoch, AP 0.1 (epoch + 1)
+    assert first.split() == ["0", "1.2", "3.900", "3.500", "0.100", "0.200", "0.050"]
+    assert second.split() == ["1", "2.5", "2.900", "2.500", "0.200", "0.400", "0.100"]
+    del two_epochs["val/AP75"]
+    assert course.format_training_log(two_epochs).splitlines()[1].split()[-1] == "-"

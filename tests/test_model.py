@@ -45,7 +45,7 @@ def test_paper_preset_output_shapes_at_800x1088() -> None:
     with torch.no_grad():
         features = model.backbone(images)
         output = model(images)
-    # SOLO_REFERENCE section 3: 100x136, 100x136, 50x68, 25x34, 25x34 at 800 x 1088.
+    # The SOLO paper's feature sizes at 800 x 1088: 100x136, 100x136, 50x68, 25x34, 25x34.
     assert [tuple(f.shape[-2:]) for f in features] == [
         (100, 136),
         (100, 136),

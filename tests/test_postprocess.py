@@ -103,6 +103,20 @@ def test_matrix_nms_empty_single_and_bad_input():
         matrix_nms(torch.ones((2, 5, 5), dtype=torch.bool), torch.tensor([1]), torch.tensor([0.5]))
 
 
+def test_pairwise_intersection_int8_path_and_float_fallback_agree(monkeypatch):
+    """The private torch._int_mm path (when this torch has it) and the fallback give one answer."""
+    from solo_lib import postprocess as module
+
+    generator = torch.Generator().manual_seed(0)
+    a = torch.rand(7, 300, generator=generator) > 0.5
+    b = torch.rand(5, 300, generator=generator) > 0.3
+    expected = torch.tensor([[float((x & y).sum()) for y in b] for x in a])
+    fast = module.pairwise_intersection(a, b)
+    monkeypatch.setattr(module, "_cpu_int8_matmul_available", lambda: False)
+    fallback = module.pairwise_intersection(a, b)
+    assert torch.equal(fast, expected) and torch.equal(fallback, expected)
+
+
 def test_mask_iou_known_values():
     a = torch.zeros((2, 4, 4), dtype=torch.bool)
     a[0, :2] = True  # 8 pixels

@@ -30,8 +30,8 @@ from pycocotools.coco import COCO
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from solo_lib.atomic import atomic_directory
 from solo_lib.config import SOLOConfig
-from solo_lib.data.atomic import atomic_directory
 from solo_lib.data.errors import DataFormatError
 from solo_lib.data.transforms import PairTransform, build_transforms
 
@@ -53,7 +53,7 @@ def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
 
 
 class CocoInstanceDataset(Dataset):
-    """COCO instance annotations as `(image, target)` items (the contract of DESIGN.md).
+    """COCO instance annotations as `(image, target)` items, the same as `CIS680Dataset`'s.
 
     Args:
         image_dir: folder the `file_name` entries of the annotation file are relative to.

@@ -35,7 +35,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from solo_lib.data.atomic import atomic_directory, file_lock
+from solo_lib.atomic import atomic_directory, file_lock
 from solo_lib.data.cis680 import BBOXES_FILE, IMAGES_FILE, LABELS_FILE, MASKS_FILE
 from solo_lib.paths import BUILTIN_DATA_DIR
 

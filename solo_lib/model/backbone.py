@@ -4,9 +4,7 @@ torchvision's FPN gives P2..P6 at strides 4, 8, 16, 32, 64. SOLO (like mmdetecti
 halves P2 to stride 8 and brings the max-pooled P6 back up to P5's size, so the
 finest grid (S = 40) never works on a stride-4 map and the coarsest level still
 sees a 25 x 34 map at 800 x 1088. In general level l is P(l+2) resized
-(bilinear) to stride ``cfg.strides[l]``: the cpu preset, whose input is 3x
-smaller, halves every stride so that its masks keep a useful number of pixels
-per object.
+(bilinear) to stride ``cfg.strides[l]``; both presets use SOLO's strides.
 
 Normalisation: every BatchNorm is a plain, trainable ``nn.BatchNorm2d``. torchvision's
 ``resnet_fpn_backbone`` defaults to ``FrozenBatchNorm2d`` with its statistics fixed

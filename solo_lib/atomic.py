@@ -1,7 +1,9 @@
-"""Atomic folder writes: build a folder next to its destination, then swap it in.
+"""Writes that are never seen half done: files and folders are built next to their
+destination, then renamed into place; and an inter-process lock.
 
-A reader never sees a half-written data set: either the old folder, the new one,
-or (for an instant while an old folder is moved aside) none.
+The one place for this in the library: data sets (`atomic_directory`), checkpoints,
+prediction files and benchmark results (`atomic_file`). A reader, or a run killed in
+the middle of a write, finds the old file or folder or the new one, never a part.
 """
 
 from __future__ import annotations
@@ -12,6 +14,28 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; on success it is renamed to `path`.
+
+    Write the file's content to the yielded path (any writer: ``open``, ``torch.save``,
+    ``Figure.savefig`` with an explicit format). On an exception the temporary file is
+    removed and `path` is left untouched. The temporary name is unique per call, so
+    several processes may write files of one folder at once.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, mode)  # mkstemp makes it 0600
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
