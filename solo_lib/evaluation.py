@@ -228,6 +228,13 @@ class ImageMatch:
     def num_matched(self) -> int:
         return int((self.matched_gt >= 0).sum())
 
+    @property
+    def found(self) -> Tensor:
+        """(m,) bool: the ground-truth objects that a prediction matches."""
+        found = torch.zeros(self.num_ground_truth, dtype=torch.bool)
+        found[self.matched_gt[self.matched_gt >= 0]] = True
+        return found
+
     def summary(self) -> str:
         """E.g. "2 of 3 predictions match ground truth (2 objects)"."""
         return (
@@ -258,3 +265,44 @@ def match_predictions(pred: dict, gt: dict, iou: float = 0.5) -> ImageMatch:
                 taken[j] = True
                 matched_gt[i], matched_iou[i] = j, best_iou
     return ImageMatch(matched_gt=matched_gt, iou=matched_iou, num_ground_truth=m)
+
+
+def image_f1(prediction: dict, ground_truth: dict, iou: float = 0.5) -> float:
+    """How well one image is solved: 2 x matches / (predictions + objects), in [0, 1].
+
+    1 when every object is found exactly once and nothing else is predicted; 0 when
+    nothing matches. An image with neither predictions nor objects scores 1. Used to
+    rank images, so that the pictures a reader sees are chosen by a rule.
+    """
+    match = match_predictions(prediction, ground_truth, iou=iou)
+    total = match.num_predictions + match.num_ground_truth
+    return 1.0 if total == 0 else 2 * match.num_matched / total
+
+
+def typical_indices(values: list[float], k: int) -> list[int]:
+    """The indices of the `k` values around the median of `values`: neither best nor worst.
+
+    Values are ranked (ties by index) and the `k` middle ranks are returned in rank
+    order; all indices when there are at most `k`.
+    """
+    ranked = sorted(range(len(values)), key=lambda i: (values[i], i))
+    start = max(0, (len(ranked) - k) // 2)
+    return ranked[start : start + k]
+
+
+def recall_by_size(
+    sizes: Tensor, found: Tensor, edges: list[float]
+) -> tuple[list[float], list[int]]:
+    """Share of objects found, per size bin: (recall per bin, objects per bin).
+
+    `sizes` (m,) are object sizes (e.g. the square root of the mask area, in pixels),
+    `found` (m,) bool whether each was matched; bin k holds edges[k] <= size <
+    edges[k + 1]. An empty bin has recall NaN.
+    """
+    recalls, counts = [], []
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        in_bin = (sizes >= low) & (sizes < high)
+        count = int(in_bin.sum())
+        counts.append(count)
+        recalls.append(float(found[in_bin].float().mean()) if count else math.nan)
+    return recalls, counts

@@ -94,6 +94,32 @@ def build_batch_targets(targets: list[dict], cfg: SOLOConfig) -> list[BatchLevel
     `targets` holds one dict per image with keys "boxes", "labels" and "masks", as
     `build_targets` takes them (other keys are ignored).
     """
+    owner, labels, binary = _owners(targets, cfg)
+    # (N + 1,) labels of the whole batch, then a 0 that owner index -1 picks for empty cells.
+    labels_all = torch.cat([labels, labels.new_zeros(1)])
+
+    out = []
+    start = 0
+    for level, s in enumerate(cfg.num_grids):
+        level_owner = owner[:, start : start + s * s]  # (B, S^2)
+        start += s * s
+        active = level_owner >= 0
+        category = labels_all[level_owner]
+        # index_select copies whole masks; plain indexing is ~30x slower here on CPU.
+        masks = binary[cfg.mask_size(level)].index_select(0, level_owner[active])  # (P, h, w)
+        out.append(BatchLevelTarget(category=category.view(-1, s, s), active=active, masks=masks))
+    return out
+
+
+def _owners(
+    targets: list[dict], cfg: SOLOConfig
+) -> tuple[Tensor, Tensor, dict[tuple[int, int], Tensor]]:
+    """Which object owns each cell of a batch: (owner, labels, binary masks).
+
+    owner: (B, total cells) int64, the index of the owning object in the batch (objects
+    numbered image by image), -1 where no object; labels: (N,) of all objects;
+    binary: {mask size: (N, h, w) uint8}, every object's mask at every level's size.
+    """
     if not isinstance(targets, (list, tuple)) or len(targets) == 0:
         raise ValueError("build_batch_targets: targets must be a non-empty list of dicts")
     mask_sizes = sorted({cfg.mask_size(level) for level in range(cfg.num_levels)}, reverse=True)
@@ -126,21 +152,21 @@ def build_batch_targets(targets: list[dict], cfg: SOLOConfig) -> list[BatchLevel
         len(targets),
         cfg,
     )  # (B, total cells) object index into the batch, -1 where none
-    # (N + 1,) labels of the whole batch, then a 0 that owner index -1 picks for empty cells.
-    labels_all = torch.cat([*labels, labels[0].new_zeros(1)])
     binary_all = {size: torch.cat(parts) for size, parts in binary.items()}  # (N, h, w)
+    return owner, torch.cat(labels), binary_all
 
-    out = []
-    start = 0
-    for level, s in enumerate(cfg.num_grids):
-        level_owner = owner[:, start : start + s * s]  # (B, S^2)
-        start += s * s
-        active = level_owner >= 0
-        category = labels_all[level_owner]
-        # index_select copies whole masks; plain indexing is ~30x slower here on CPU.
-        masks = binary_all[cfg.mask_size(level)].index_select(0, level_owner[active])  # (P, h, w)
-        out.append(BatchLevelTarget(category=category.view(-1, s, s), active=active, masks=masks))
-    return out
+
+def objects_without_cells(target: dict, cfg: SOLOConfig) -> Tensor:
+    """(n,) bool: the objects of one image that own no grid cell on any level.
+
+    Such an object can never be predicted: every cell of its centre region went to a
+    smaller object (the overlap rule), or its mask vanished at every level's size.
+    `target` is a data set target in the input frame (boxes, labels, masks).
+    """
+    owner, labels, _ = _owners([target], cfg)
+    owned = torch.zeros(labels.shape[0], dtype=torch.bool, device=labels.device)
+    owned[owner[owner >= 0]] = True
+    return ~owned
 
 
 def _checked(where: str, target: dict, cfg: SOLOConfig) -> tuple[Tensor, Tensor, Tensor]:

@@ -5,7 +5,13 @@ import math
 import pytest
 import torch
 
-from solo_lib.evaluation import MaskEvaluator, match_predictions
+from solo_lib.evaluation import (
+    MaskEvaluator,
+    image_f1,
+    match_predictions,
+    recall_by_size,
+    typical_indices,
+)
 
 H, W = 20, 24
 CLASSES = ("vehicle", "person", "animal")
@@ -246,3 +252,23 @@ def test_match_predictions_one_to_one_by_score():
         "0 of 0 predictions match ground truth (1 objects)"
     )
     assert match_predictions(prediction, gt()).num_matched == 0
+
+
+def test_image_f1_and_typical_indices_by_hand():
+    prediction = pred((A, 1, 0.9), (C, 2, 0.4))  # A found, C of the wrong class
+    assert image_f1(prediction, gt((A, 1), (B, 1))) == pytest.approx(2 * 1 / (2 + 2))
+    assert image_f1(pred(), gt()) == 1.0 and image_f1(pred(), gt((A, 1))) == 0.0
+    values = [0.9, 0.1, 0.5, 0.7, 0.3]  # ranked: 1 (0.1), 4, 2, 3, 0 (0.9)
+    assert typical_indices(values, 3) == [4, 2, 3]
+    assert typical_indices(values, 1) == [2]
+    assert typical_indices(values[:2], 5) == [1, 0]
+
+
+def test_found_objects_and_recall_by_size_by_hand():
+    match = match_predictions(pred((A, 1, 0.9), (C, 2, 0.4)), gt((A, 1), (B, 1), (C, 2)))
+    assert match.found.tolist() == [True, False, True]
+    sizes = torch.tensor([4.0, 10.0, 12.0, 30.0])
+    found = torch.tensor([False, True, False, True])
+    recalls, counts = recall_by_size(sizes, found, [0, 8, 16, 32, 64])
+    assert counts == [1, 2, 1, 0]
+    assert recalls[:3] == [0.0, 0.5, 1.0] and math.isnan(recalls[3])

@@ -15,7 +15,13 @@ import torch
 import torch.nn.functional as F
 
 from solo_lib.config import SOLOConfig
-from solo_lib.targets import BatchLevelTarget, LevelTarget, build_batch_targets, build_targets
+from solo_lib.targets import (
+    BatchLevelTarget,
+    LevelTarget,
+    build_batch_targets,
+    build_targets,
+    objects_without_cells,
+)
 
 SMALL = SOLOConfig.cpu().replace(image_size=(256, 256), num_grids=(16, 8, 8, 4, 4))
 
@@ -397,3 +403,27 @@ def test_bad_input_names_the_field_and_the_expected_form():
         build_batch_targets([{"boxes": boxes, "labels": labels}], SMALL)
     with pytest.raises(ValueError, match="non-empty list"):
         build_batch_targets([], SMALL)
+
+
+def test_an_object_whose_cells_all_go_to_a_smaller_one_owns_none(tiny_config):
+    """Concentric squares of 40 and 30 px share their one centre cell on every level they
+    are positive on (2 and 3 at 96 x 128); the smaller wins it, the larger owns nothing."""
+    cfg = tiny_config
+    h, w = cfg.image_size
+    masks = torch.zeros((3, h, w), dtype=torch.uint8)
+    masks[0, 28:68, 44:84] = 1  # 40 x 40 around (64, 48)
+    masks[1, 33:63, 49:79] = 1  # 30 x 30, same centre
+    masks[2, 0:30, 0:30] = 1  # 30 x 30 elsewhere, alone
+    target = {
+        "boxes": torch.tensor([[44.0, 28, 84, 68], [49, 33, 79, 63], [0, 0, 30, 30]]),
+        "labels": torch.tensor([2, 2, 1]),
+        "masks": masks,
+    }
+    assert objects_without_cells(target, cfg).tolist() == [True, False, False]
+    apart = {
+        **target,
+        "masks": masks[1:],
+        "boxes": target["boxes"][1:],
+        "labels": target["labels"][1:],
+    }
+    assert objects_without_cells(apart, cfg).tolist() == [False, False]
