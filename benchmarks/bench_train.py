@@ -30,10 +30,8 @@ from torch import Tensor
 
 from solo_lib.config import SOLOConfig
 from solo_lib.data import SOLODataModule, ensure_builtin_dataset, write_dataset
-from solo_lib.losses import solo_loss
-from solo_lib.model import SOLO, SOLOOutput
-from solo_lib.module import LitSOLO
-from solo_lib.targets import build_batch_targets
+from solo_lib.model import SOLO
+from solo_lib.module import batch_losses, build_optimizer, build_schedule
 
 SECTION = "bench_train"
 
@@ -41,15 +39,15 @@ Batch = tuple[Tensor, list[dict[str, Tensor]]]
 
 
 def solo_optimizer(cfg: SOLOConfig) -> tuple[SOLO, torch.optim.Optimizer, object]:
-    """A fresh SOLO and the optimiser and per-step warm-up scheduler that `LitSOLO` uses.
+    """A fresh SOLO, `LitSOLO`'s optimiser, and its per-step warm-up without any decay.
 
-    The learning rate follows ``cfg.batch_size`` (linear scaling); the per-epoch step
-    decay is left out: benchmarks run for a fixed time or a few steps, not epochs.
+    The learning rate follows ``cfg.batch_size`` (linear scaling). The decay is left
+    out: benchmarks run for a fixed time or a few steps, not a planned number of epochs.
     """
-    lit = LitSOLO(cfg)
-    optimizers, schedulers = lit.configure_optimizers()
-    warmup = next(s["scheduler"] for s in schedulers if s["interval"] == "step")
-    return lit.model, optimizers[0], warmup
+    model = SOLO(cfg)
+    optimizer = build_optimizer(model, cfg, cfg.batch_size)
+    warmup_only = cfg.replace(lr_schedule="step", lr_milestones=())
+    return model, optimizer, build_schedule(optimizer, warmup_only, steps_per_epoch=1, epochs=1)
 
 
 def autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
@@ -72,9 +70,7 @@ def solo_train_step(
     """
     images, targets = batch
     with autocast(images.device, amp):
-        output = model(images)
-    output = SOLOOutput([c.float() for c in output.category], [m.float() for m in output.masks])
-    losses = solo_loss(output, build_batch_targets(targets, cfg), cfg)
+        losses, _ = batch_losses(model, images, targets, cfg)
     optimizer.zero_grad(set_to_none=True)
     losses["loss"].backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm)

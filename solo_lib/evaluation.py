@@ -29,7 +29,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+import pycocotools.mask as mask_utils
 import torch
+import torch.distributed as dist
 from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
 
@@ -56,6 +59,19 @@ def _boxes_from_masks(masks: Tensor) -> Tensor:
     return boxes * rows.any(dim=1, keepdim=True)
 
 
+def _encode(masks: Tensor) -> list[dict]:
+    """(n, H, W) masks as pycocotools RLEs (a list of n dicts): small enough to gather."""
+    array = masks.bool().cpu().numpy().astype(np.uint8)
+    return mask_utils.encode(np.asfortranarray(array.transpose(1, 2, 0))) if len(array) else []
+
+
+def _decode(rles: list[dict], size: tuple[int, int]) -> Tensor:
+    """The bool (n, H, W) masks of `_encode`'s RLEs."""
+    if not rles:
+        return torch.zeros((0, *size), dtype=torch.bool)
+    return torch.from_numpy(mask_utils.decode(rles)).permute(2, 0, 1).bool()
+
+
 def _check_item(item: dict, index: int, what: str, keys: tuple[str, ...]) -> None:
     """A clear error when `item` is not a dict of the expected tensors."""
     expected = "{masks: bool (n, H, W), labels: int64 (n,)" + (
@@ -75,43 +91,54 @@ def _check_item(item: dict, index: int, what: str, keys: tuple[str, ...]) -> Non
 
 
 class MaskEvaluator:
-    """Mask AP over a data set, fed image by image.
+    """Mask AP over a data set, fed image by image, correct under DDP.
 
-    ``update(predictions, ground_truth)`` takes two lists with one dict per
+    ``update(predictions, ground_truth, image_ids)`` takes two lists with one dict per
     image: predictions ``{"masks": bool (n, H, W), "labels": (n,), "scores": (n,)}``
     and ground truth ``{"masks": (m, H, W), "labels": (m,)}`` with an optional
     ``"iscrowd"`` (m,) of 0/1, labels in 1..C and both at the same (original) image
     size, as in a data set target's ``"original"``. Images without predictions or
     without ground truth are fine. ``compute()`` returns the metrics (see there);
     ``reset()`` starts over.
+
+    Each image is kept as a record under its id, masks run-length encoded (a few kB
+    per image). Under DDP, `compute` gathers every process's records and keeps one
+    per id, so an image that the distributed sampler gave to two processes (it pads
+    the last batches by repeating images) counts once, and every process computes the
+    same AP as a single process would.
     """
 
     def __init__(self, class_names: tuple[str, ...] | list[str]) -> None:
         self.class_names = tuple(class_names)
-        self.metric = self._new_metric()
-        self.num_images = 0
-        self.num_predictions = 0
-        self.num_ground_truth = 0
-
-    @staticmethod
-    def _new_metric() -> MeanAveragePrecision:
-        metric = MeanAveragePrecision(iou_type=("bbox", "segm"), extended_summary=True)
-        metric.warn_on_many_detections = False
-        return metric
+        self.records: dict[int, dict] = {}
 
     def reset(self) -> None:
         """Forget everything seen so far."""
-        self.metric = self._new_metric()
-        self.num_images = self.num_predictions = self.num_ground_truth = 0
+        self.records = {}
 
-    def update(self, predictions: list[dict], ground_truth: list[dict]) -> None:
-        """Add a batch of images: one prediction dict and one ground-truth dict per image."""
+    def update(
+        self,
+        predictions: list[dict],
+        ground_truth: list[dict],
+        image_ids: list[int] | None = None,
+    ) -> None:
+        """Add a batch of images: one prediction dict and one ground-truth dict per image.
+
+        `image_ids` name the images (default: numbers after the last one seen); an id
+        seen before replaces that image's record.
+        """
         if len(predictions) != len(ground_truth):
             raise ValueError(
                 f"MaskEvaluator.update: {len(predictions)} predictions for "
                 f"{len(ground_truth)} ground-truth images"
             )
-        preds, targets = [], []
+        if image_ids is None:
+            first = max(self.records, default=-1) + 1
+            image_ids = list(range(first, first + len(predictions)))
+        if len(image_ids) != len(predictions):
+            raise ValueError(
+                f"MaskEvaluator.update: {len(image_ids)} image ids for {len(predictions)} images"
+            )
         for index, (pred, gt) in enumerate(zip(predictions, ground_truth, strict=True)):
             _check_item(pred, index, "predictions", ("masks", "labels", "scores"))
             _check_item(gt, index, "ground_truth", ("masks", "labels"))
@@ -122,28 +149,62 @@ class MaskEvaluator:
                     f"{tuple(gt['masks'].shape[1:])}; compare both at the original image size "
                     '(a data set target\'s "original")'
                 )
-            pred_masks, gt_masks = pred["masks"].bool().cpu(), gt["masks"].bool().cpu()
-            preds.append(
-                {
-                    "masks": pred_masks,
-                    "boxes": _boxes_from_masks(pred_masks),
-                    "labels": pred["labels"].long().cpu(),
-                    "scores": pred["scores"].float().cpu(),
-                }
+            n_gt = gt["masks"].shape[0]
+            self.records[int(image_ids[index])] = {
+                "size": tuple(gt["masks"].shape[1:]),
+                "pred_masks": _encode(pred["masks"]),
+                "pred_labels": pred["labels"].long().cpu(),
+                "pred_scores": pred["scores"].float().cpu(),
+                "gt_masks": _encode(gt["masks"]),
+                "gt_labels": gt["labels"].long().cpu(),
+                "iscrowd": gt.get("iscrowd", torch.zeros(n_gt, dtype=torch.int64)).long().cpu(),
+            }
+
+    def _all_records(self) -> dict[int, dict]:
+        """This process's records, or under DDP every process's, one per image id."""
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return self.records
+        gathered: list[dict[int, dict] | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, self.records)
+        merged: dict[int, dict] = {}
+        for part in gathered:
+            for image_id, record in (part or {}).items():
+                merged.setdefault(image_id, record)
+        return merged
+
+    @staticmethod
+    def _metric(records: dict[int, dict]) -> MeanAveragePrecision:
+        """A torchmetrics AP (pycocotools backend) fed with `records` in image-id order.
+
+        Its own DDP synchronisation is off: the records are already everybody's.
+        """
+        metric = MeanAveragePrecision(
+            iou_type=("bbox", "segm"), extended_summary=True, sync_on_compute=False
+        )
+        metric.warn_on_many_detections = False
+        for image_id in sorted(records):
+            record = records[image_id]
+            pred_masks = _decode(record["pred_masks"], record["size"])
+            gt_masks = _decode(record["gt_masks"], record["size"])
+            metric.update(
+                [
+                    {
+                        "masks": pred_masks,
+                        "boxes": _boxes_from_masks(pred_masks),
+                        "labels": record["pred_labels"],
+                        "scores": record["pred_scores"],
+                    }
+                ],
+                [
+                    {
+                        "masks": gt_masks,
+                        "boxes": _boxes_from_masks(gt_masks),
+                        "labels": record["gt_labels"],
+                        "iscrowd": record["iscrowd"],
+                    }
+                ],
             )
-            iscrowd = gt.get("iscrowd", torch.zeros(gt_masks.shape[0], dtype=torch.int64))
-            targets.append(
-                {
-                    "masks": gt_masks,
-                    "boxes": _boxes_from_masks(gt_masks),
-                    "labels": gt["labels"].long().cpu(),
-                    "iscrowd": iscrowd.long().cpu(),
-                }
-            )
-            self.num_predictions += pred_masks.shape[0]
-            self.num_ground_truth += int((iscrowd == 0).sum())
-        self.metric.update(preds, targets)
-        self.num_images += len(preds)
+        return metric
 
     def compute(self) -> dict:
         """The mask metrics of everything seen since the last `reset`.
@@ -156,14 +217,15 @@ class MaskEvaluator:
         threshold that reaches each point); and the counts ``num_images``,
         ``num_predictions``, ``num_ground_truth``. Undefined values are NaN.
         """
+        records = self._all_records()
         empty_curve = {key: torch.zeros(0) for key in ("recall", "precision", "scores")}
         result = {
             "per_class_AP": dict.fromkeys(self.class_names, math.nan),
             "per_class_AP50": dict.fromkeys(self.class_names, math.nan),
             "pr_curves": {name: dict(empty_curve) for name in self.class_names},
-            "num_images": self.num_images,
-            "num_predictions": self.num_predictions,
-            "num_ground_truth": self.num_ground_truth,
+            "num_images": len(records),
+            "num_predictions": sum(len(r["pred_labels"]) for r in records.values()),
+            "num_ground_truth": sum(int((r["iscrowd"] == 0).sum()) for r in records.values()),
         }
         summary_keys = {
             "AP": "segm_map",
@@ -174,10 +236,10 @@ class MaskEvaluator:
             "AP_large": "segm_map_large",
             "AR100": "segm_mar_100",
         }
-        if self.num_images == 0:
+        if not records:
             result.update(dict.fromkeys(summary_keys, math.nan))
             return result
-        raw = self.metric.compute()
+        raw = self._metric(records).compute()
         for name, key in summary_keys.items():
             result[name] = _undefined_to_nan(float(raw[key]))
         if "segm_precision" not in raw:  # no class at all, neither predicted nor annotated

@@ -29,6 +29,23 @@ from solo_lib.targets import build_batch_targets
 Batch = tuple[Tensor, list[dict[str, Tensor]]]
 
 
+def batch_losses(
+    model: SOLO, images: Tensor, targets: list[dict[str, Tensor]], cfg: SOLOConfig
+) -> tuple[dict[str, Tensor], SOLOOutput]:
+    """The SOLO losses of one batch, and the float32 outputs they were computed from.
+
+    Targets are built here, on the batch's device (they depend on the augmentation).
+    The logits are cast to float32 before the loss, so that the losses stay in float32
+    under bf16 autocast.
+    """
+    output = model(images)
+    level_targets = build_batch_targets(targets, cfg)
+    output_fp32 = SOLOOutput(
+        category=[c.float() for c in output.category], masks=[m.float() for m in output.masks]
+    )
+    return solo_loss(output_fp32, level_targets, cfg), output_fp32
+
+
 def build_optimizer(model: torch.nn.Module, cfg: SOLOConfig, total_batch_size: int):
     """SGD with momentum or AdamW (``cfg.optimizer``) at the linearly scaled learning rate.
 
@@ -88,13 +105,7 @@ class LitSOLO(pl.LightningModule):
 
     # --- training and validation ---------------------------------------------
     def _losses(self, images: Tensor, targets: list[dict[str, Tensor]]) -> tuple[dict, SOLOOutput]:
-        """The SOLO losses of one batch; targets are built here, on the batch's device."""
-        output = self.model(images)
-        level_targets = build_batch_targets(targets, self.cfg)
-        output_fp32 = SOLOOutput(
-            category=[c.float() for c in output.category], masks=[m.float() for m in output.masks]
-        )
-        return solo_loss(output_fp32, level_targets, self.cfg), output_fp32
+        return batch_losses(self.model, images, targets, self.cfg)
 
     def _check_finite(self, losses: dict[str, Tensor], stage: str, batch_idx: int) -> None:
         for name, value in losses.items():
@@ -149,7 +160,11 @@ class LitSOLO(pl.LightningModule):
                 targets,
                 self.cfg,
             )
-            self.evaluator.update(predictions, [t["original"] for t in targets])
+            self.evaluator.update(
+                predictions,
+                [t["original"] for t in targets],
+                image_ids=[int(t["image_id"]) for t in targets],
+            )
 
     def on_validation_epoch_end(self) -> None:
         if not self._map_this_epoch():

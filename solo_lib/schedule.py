@@ -68,8 +68,12 @@ class TimeBudget(pl.Callback):
     After epoch 0 (its training and its validation) the number of epochs becomes
     ``1 + floor(time left / duration of epoch 0)``, at most the trainer's
     ``max_epochs``, and the module's `LRSchedule` is stretched to that many steps.
-    Epoch 0 is the slowest (loader start-up, first-call overheads), so the estimate errs
-    on the safe side. The choice is saved in checkpoints: a resumed run keeps it.
+    Every later epoch end checks the plan again at the pace of the epoch just ended:
+    epoch 0 is slow (data generation, first-call overheads), so the run usually gains
+    an epoch or two once the pace is known; should the machine slow down (other work
+    starts), the run is shortened instead. Each change stretches the schedule again,
+    so that it always ends at the last step, and is printed. The choice is saved in
+    checkpoints: a resumed run keeps it.
     """
 
     def __init__(self, minutes: float) -> None:
@@ -79,7 +83,9 @@ class TimeBudget(pl.Callback):
         self.start = time.monotonic()
         self.epoch_start: float | None = None
         self.epochs: int | None = None
-        """The number of epochs chosen after epoch 0 (None before)."""
+        """The number of epochs chosen (None before the end of epoch 0)."""
+        self.cap: int | None = None
+        """The trainer's own ``max_epochs``, the most epochs the budget may give."""
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.epochs is not None:  # resumed from a checkpoint: keep the earlier choice
@@ -89,20 +95,44 @@ class TimeBudget(pl.Callback):
         self.epoch_start = time.monotonic()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.epochs is not None or self.epoch_start is None:
+        if self.epoch_start is None:
             return
         now = time.monotonic()
         epoch_s = now - self.epoch_start
         left_s = self.minutes * 60 - (now - self.start)
-        cap = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 10**6
-        self.epochs = max(1, min(cap, 1 + math.floor(left_s / epoch_s)))
-        trainer.fit_loop.max_epochs = self.epochs
-        steps_per_epoch = trainer.num_training_batches
-        total_steps = self.epochs * steps_per_epoch
+        done = trainer.current_epoch + 1  # epochs finished, this one included
+        fit = done + max(0, math.floor(left_s / epoch_s))
+        cap = self.cap if self.cap is not None else trainer.max_epochs
+        fit = max(done, min(cap if cap and cap > 0 else 10**6, fit))
+        if fit == self.epochs:
+            return
+        if self.epochs is None:
+            reason = f"epoch 0 took {epoch_s:.0f} s"
+            self.cap = trainer.max_epochs
+        elif fit < self.epochs:
+            reason = f"the machine slowed down: epoch {done - 1} took {epoch_s:.0f} s"
+        else:
+            reason = f"epochs got faster: epoch {done - 1} took {epoch_s:.0f} s"
+        self._set_epochs(trainer, fit)
+        if trainer.is_global_zero:
+            steps = trainer.num_training_batches
+            print(
+                f"time budget {self.minutes:g} min: {reason} ({steps} steps, "
+                f"{epoch_s / steps:.2f} s per step with validation); training {self.epochs} "
+                f"epochs = {self.epochs * steps} steps. To repeat this run without the budget: "
+                f"--model.config.max_epochs {self.epochs} --model.config.time_budget_min null",
+                flush=True,
+            )
+
+    def _set_epochs(self, trainer: pl.Trainer, epochs: int) -> None:
+        """Train `epochs` epochs in all and stretch every `LRSchedule` to end with them."""
+        self.epochs = epochs
+        trainer.fit_loop.max_epochs = epochs
+        total_steps = epochs * trainer.num_training_batches
         for config in trainer.lr_scheduler_configs:
             scheduler = config.scheduler
             lambdas = getattr(scheduler, "lr_lambdas", [])
-            if not all(isinstance(schedule, LRSchedule) for schedule in lambdas):
+            if not lambdas or not all(isinstance(f, LRSchedule) for f in lambdas):
                 continue
             for schedule in lambdas:
                 schedule.stretch(total_steps)
@@ -112,18 +142,10 @@ class TimeBudget(pl.Callback):
             ):
                 group["lr"] = base * schedule(scheduler.last_epoch)
             scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
-        if trainer.is_global_zero:
-            print(
-                f"time budget {self.minutes:g} min: epoch 0 took {epoch_s:.0f} s "
-                f"({steps_per_epoch} steps, {epoch_s / steps_per_epoch:.2f} s per step with "
-                f"validation); training {self.epochs} epochs = {total_steps} steps. "
-                f"To repeat this run without the budget: --model.config.max_epochs {self.epochs} "
-                "--model.config.time_budget_min null",
-                flush=True,
-            )
 
     def state_dict(self) -> dict:
-        return {"minutes": self.minutes, "epochs": self.epochs}
+        return {"minutes": self.minutes, "epochs": self.epochs, "cap": self.cap}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.epochs = state_dict.get("epochs")
+        self.cap = state_dict.get("cap")

@@ -37,7 +37,7 @@ def test_paper_preset_has_the_reference_numbers():
 def test_cpu_preset_derives_its_scale_ranges_from_the_input_height():
     cfg = SOLOConfig.cpu()
     assert 256 <= cfg.image_size[0] <= 320
-    assert cfg.backbone_depth == 18
+    assert cfg.backbone_depth == 10
     factor = cfg.image_size[0] / 800
     for (lo, hi), (plo, phi) in zip(cfg.scale_ranges, PAPER_SCALE_RANGES, strict=True):
         assert (lo, hi) == pytest.approx((plo * factor, phi * factor))

@@ -272,3 +272,68 @@ def test_found_objects_and_recall_by_size_by_hand():
     recalls, counts = recall_by_size(sizes, found, [0, 8, 16, 32, 64])
     assert counts == [1, 2, 1, 0]
     assert recalls[:3] == [0.0, 0.5, 1.0] and math.isnan(recalls[3])
+
+
+def _five_images():
+    """Five images whose AP depends on each image counting once (hand-made).
+
+    Images 1 to 4 are found, each with a low-scored false positive; image 0, the one
+    the sampler repeats, is a miss: a confident mask in the wrong place.
+    """
+    images = [(pred((B, 3, 0.95)), gt((C, 3)))]
+    for i in range(1, 5):
+        truth = gt((A, 1), (C, 3)) if i % 2 else gt((C, 3))
+        guesses = [(C, 3, 0.5 + 0.1 * i), (rect(0, 4, 20, 24), 3, 0.2)]
+        if i % 2:
+            guesses.append((A, 1, 0.6))
+        images.append((pred(*guesses), truth))
+    return images
+
+
+def _evaluate_on_rank(rank: int, world: int, port: int, queue) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    # DistributedSampler(shuffle=False) over 5 images pads to 6: rank 0 gets 0, 2, 4,
+    # rank 1 gets 1, 3 and image 0 again.
+    ids = [0, 2, 4] if rank == 0 else [1, 3, 0]
+    images = _five_images()
+    evaluator = MaskEvaluator(CLASSES)
+    for i in ids:
+        evaluator.update([images[i][0]], [images[i][1]], image_ids=[i])
+    result = evaluator.compute()
+    queue.put((rank, result["AP"], result["AP50"], result["num_images"]))
+    dist.destroy_process_group()
+
+
+def test_two_processes_give_the_ap_of_one_and_count_a_repeated_image_once():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    images = _five_images()
+    single = MaskEvaluator(CLASSES)
+    single.update([p for p, _ in images], [t for _, t in images], image_ids=list(range(5)))
+    expected = single.compute()
+    twice = MaskEvaluator(CLASSES)  # image 0 counted twice: what the padding would do
+    twice.update([p for p, _ in images] + [images[0][0]], [t for _, t in images] + [images[0][1]])
+    assert twice.compute()["AP"] != pytest.approx(expected["AP"], abs=1e-4)
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    processes = [
+        context.Process(target=_evaluate_on_rank, args=(rank, 2, port, queue)) for rank in (0, 1)
+    ]
+    for process in processes:
+        process.start()
+    results = sorted(queue.get(timeout=120) for _ in processes)
+    for process in processes:
+        process.join(timeout=60)
+    for _, ap, ap50, num_images in results:
+        assert num_images == 5
+        assert (ap, ap50) == pytest.approx((expected["AP"], expected["AP50"]), abs=1e-6)

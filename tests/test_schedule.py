@@ -76,9 +76,76 @@ def test_time_budget_fits_whole_epochs_and_ends_the_cosine_at_the_last_step(
     assert trainer.current_epoch == 5 and trainer.global_step == 15
     assert "training 5 epochs = 15 steps" in capsys.readouterr().out
     budget = next(c for c in trainer.callbacks if isinstance(c, TimeBudget))
-    assert budget.state_dict() == {"minutes": 0.25, "epochs": 5}
+    assert budget.state_dict() == {"minutes": 0.25, "epochs": 5, "cap": 30}
     lr = cfg.learning_rate(cfg.batch_size)
     # Epoch 0 ran on the provisional 30-epoch curve, then the cosine ends at step 15.
     assert tick.lrs[3] == pytest.approx(lr * (1 + math.cos(math.pi * 3 / 15)) / 2)
     assert tick.lrs[14] == pytest.approx(lr * (1 + math.cos(math.pi * 14 / 15)) / 2)
     assert tick.lrs[14] < 0.02 * lr
+
+
+class _Pace(_Tick):
+    """`seconds(epoch)` per step."""
+
+    def __init__(self, clock: _Clock, seconds) -> None:
+        super().__init__(clock)
+        self.seconds = seconds
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.clock.now += self.seconds(trainer.current_epoch)
+
+
+def _fit_with_pace(cfg, tiny_data_dir, tick) -> pl.Trainer:
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=cfg.max_epochs,
+        limit_train_batches=3,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[tick],
+    )
+    trainer.fit(LitSOLO(cfg), datamodule=SOLODataModule(cfg, root=str(tiny_data_dir)))
+    return trainer
+
+
+def test_time_budget_gains_epochs_when_epoch_0_was_slow(
+    tiny_config, tiny_data_dir, monkeypatch, capsys
+):
+    clock = _Clock()
+    monkeypatch.setattr(schedule_module, "time", clock)
+    # Budget 30 s, 3 steps per epoch. Epoch 0 takes 12 s: 1 + 18 / 12 = 2 epochs. Epoch 1
+    # takes 3 s, ending at 15 s: 15 s left fit 5 more, 7 in all, ending at 30 s.
+    cfg = tiny_config.replace(
+        max_epochs=30, time_budget_min=0.5, lr_schedule="cosine", warmup_iters=0
+    )
+    tick = _Pace(clock, lambda epoch: 4.0 if epoch == 0 else 1.0)
+    trainer = _fit_with_pace(cfg, tiny_data_dir, tick)
+    out = capsys.readouterr().out
+    assert "epoch 0 took 12 s" in out and "training 2 epochs" in out
+    assert "epochs got faster: epoch 1 took 3 s" in out and "training 7 epochs = 21 steps" in out
+    assert trainer.current_epoch == 7 and clock.now == 30
+    lr = cfg.learning_rate(cfg.batch_size)
+    assert tick.lrs[-1] == pytest.approx(lr * (1 + math.cos(math.pi * 20 / 21)) / 2)
+
+
+def test_time_budget_shortens_the_run_when_the_machine_slows_down(
+    tiny_config, tiny_data_dir, monkeypatch, capsys
+):
+    clock = _Clock()
+    monkeypatch.setattr(schedule_module, "time", clock)
+    # Budget 30 s, 3 steps per epoch. After epoch 0 (3 s): 1 + 27 / 3 = 10 epochs.
+    # Epoch 2 takes 12 s, ending at 18 s: 12 s left fit one more such epoch, 4 in all.
+    cfg = tiny_config.replace(
+        max_epochs=30, time_budget_min=0.5, lr_schedule="cosine", warmup_iters=0
+    )
+    tick = _Pace(clock, lambda epoch: 1.0 if epoch < 2 else 4.0)
+    trainer = _fit_with_pace(cfg, tiny_data_dir, tick)
+    out = capsys.readouterr().out
+    assert "training 10 epochs = 30 steps" in out
+    assert "the machine slowed down: epoch 2 took 12 s" in out and "training 4 epochs" in out
+    assert trainer.current_epoch == 4 and clock.now <= 30
+    lr = cfg.learning_rate(cfg.batch_size)
+    assert tick.lrs[-1] == pytest.approx(lr * (1 + math.cos(math.pi * 11 / 12)) / 2)

@@ -20,233 +20,24 @@ reliably and whose bytes a test can compare. Everything is reachable without a
 kernel: set ``browser.image_slider.value`` and read ``browser.summary``,
 ``browser.figure`` or ``browser.image.value``. `ResultBrowser.static_figure`
 returns a copy of the current view for viewers that cannot run widgets.
-
-Memory. Per cached image the cache holds the input image (3 x H x W float32:
-1.1 MB at 256 x 352, 10 MB at 800 x 1088), its target, the category maps
-(C x sum S^2 float32: 6 KB for the cpu preset) and the mask probabilities of
-the cells whose best class reaches ``min_score`` (float16, 2 x h x w bytes per
-cell: 11 KB per level-0 cell for the cpu preset, 109 KB at 800 x 1088).
-Keeping every cell would cost 4.7 MB per image for the cpu preset and 330 MB
-at the paper's size; a trained model has a few dozen cells above 0.05, so the
-default ``min_score=0.05`` keeps a course-sized set (tens of images) in a few
-tens of MB. `CachedOutputs.nbytes` reports the total.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import ipywidgets as widgets
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from torch import Tensor, nn
+from torch import Tensor
 
+from solo_lib.browser.cache import CachedOutputs
 from solo_lib.config import SOLOConfig
 from solo_lib.evaluation import match_predictions
 from solo_lib.postprocess import points_nms, postprocess
 from solo_lib.viz import display_image, draw_instances
-
-#: The lowest category score whose masks `cache_outputs` keeps (and the score slider's minimum).
-DEFAULT_MIN_SCORE = 0.05
-
-
-@dataclass
-class CachedOutputs:
-    """SOLO's raw outputs for a few images, on the CPU, ready for `postprocess`.
-
-    Per image i: ``images[i]`` (3, H, W) the network input, ``targets[i]`` its
-    target dict (``orig_size``, ``content_box``, ``masks``, ``labels``, ...),
-    and per level l: ``category_probs[i][l]`` (C, S, S) float32 probabilities,
-    ``mask_cells[i][l]`` (k,) int64 the cells (row * S + col) whose masks are
-    kept and ``mask_probs[i][l]`` (k, h, w) their mask probabilities. Cells not
-    kept are those whose best class is below ``min_score``: `postprocess` never
-    selects them at a score threshold >= ``min_score``, so their masks are
-    never needed.
-    """
-
-    images: list[Tensor]
-    targets: list[dict[str, Tensor]]
-    category_probs: list[list[Tensor]]
-    mask_cells: list[list[Tensor]]
-    mask_probs: list[list[Tensor]]
-    min_score: float = 0.0
-
-    def __post_init__(self) -> None:
-        n = len(self.images)
-        for name in ("targets", "category_probs", "mask_cells", "mask_probs"):
-            if len(getattr(self, name)) != n:
-                raise ValueError(
-                    f"CachedOutputs: {name} has {len(getattr(self, name))} entries for {n} images"
-                )
-        for i in range(n):
-            levels = len(self.category_probs[i])
-            for level in range(levels):
-                cate = self.category_probs[i][level]
-                cells, masks = self.mask_cells[i][level], self.mask_probs[i][level]
-                if cate.dim() != 3 or cate.shape[1] != cate.shape[2]:
-                    raise ValueError(
-                        f"CachedOutputs: category_probs[{i}][{level}] must be (C, S, S), "
-                        f"got {tuple(cate.shape)}"
-                    )
-                if cells.dim() != 1 or masks.dim() != 3 or cells.shape[0] != masks.shape[0]:
-                    raise ValueError(
-                        f"CachedOutputs: mask_cells[{i}][{level}] (k,) and mask_probs[{i}][{level}] "
-                        f"(k, h, w) disagree: {tuple(cells.shape)} and {tuple(masks.shape)}"
-                    )
-            if len(self.mask_cells[i]) != levels or len(self.mask_probs[i]) != levels:
-                raise ValueError(
-                    f"CachedOutputs: image {i} has {levels} category levels, "
-                    f"{len(self.mask_cells[i])} mask_cells and {len(self.mask_probs[i])} mask_probs"
-                )
-
-    @classmethod
-    def from_probabilities(
-        cls,
-        images: Tensor | Sequence[Tensor],
-        targets: Sequence[dict[str, Tensor]],
-        category_probs: Sequence[Tensor],
-        mask_probs: Sequence[Tensor],
-        min_score: float = 0.0,
-        mask_dtype: torch.dtype = torch.float16,
-    ) -> CachedOutputs:
-        """A cache from batched probabilities: per level (N, C, S, S) and (N, S*S, h, w).
-
-        ``images`` is (N, 3, H, W) or a list of (3, H, W); ``targets`` one dict per
-        image. Masks of cells whose best class is below ``min_score`` are dropped.
-        """
-        if len(category_probs) != len(mask_probs):
-            raise ValueError(
-                f"CachedOutputs.from_probabilities: {len(category_probs)} category levels "
-                f"but {len(mask_probs)} mask levels"
-            )
-        cache = cls([], [], [], [], [], min_score)
-        for i, (image, target) in enumerate(zip(images, targets, strict=True)):
-            cache._append(
-                image,
-                target,
-                [level[i] for level in category_probs],
-                [level[i] for level in mask_probs],
-                mask_dtype,
-            )
-        return cache
-
-    def _append(
-        self,
-        image: Tensor,
-        target: dict[str, Tensor],
-        category_probs: Sequence[Tensor],
-        mask_probs: Sequence[Tensor],
-        mask_dtype: torch.dtype,
-    ) -> None:
-        """Add one image: category (C, S, S) and mask (S*S, h, w) probabilities per level."""
-        cates, cells, masks = [], [], []
-        for level, (cate, mask) in enumerate(zip(category_probs, mask_probs, strict=True)):
-            grid = cate.shape[-1]
-            if cate.dim() != 3 or mask.dim() != 3 or mask.shape[0] != grid * grid:
-                raise ValueError(
-                    f"CachedOutputs: image {len(self.images)}, level {level}: expected category "
-                    f"(C, S, S) and masks (S*S, h, w), got {tuple(cate.shape)} and {tuple(mask.shape)}"
-                )
-            keep = (cate.amax(dim=0).flatten() >= self.min_score).nonzero().squeeze(1)
-            cates.append(cate.detach().float().cpu())
-            cells.append(keep.cpu())
-            masks.append(mask.detach()[keep].to("cpu", mask_dtype))
-        self.images.append(image.detach().cpu())
-        self.targets.append({key: _to_cpu(value) for key, value in target.items()})
-        self.category_probs.append(cates)
-        self.mask_cells.append(cells)
-        self.mask_probs.append(masks)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def image_id(self, i: int) -> int:
-        """The data-set index of cached image ``i`` (its target's ``image_id``, else ``i``)."""
-        image_id = self.targets[i].get("image_id")
-        return i if image_id is None else int(image_id)
-
-    def probabilities(self, i: int) -> tuple[list[Tensor], list[Tensor]]:
-        """Image ``i``'s probabilities as `postprocess` takes them: per level (1, C, S, S)
-        and (1, S*S, h, w); the masks that were not kept are zero."""
-        cates, masks = [], []
-        for cate, cells, kept in zip(
-            self.category_probs[i], self.mask_cells[i], self.mask_probs[i], strict=True
-        ):
-            grid = cate.shape[-1]
-            dense = kept.new_zeros((grid * grid, *kept.shape[1:]))
-            dense[cells] = kept
-            cates.append(cate[None])
-            masks.append(dense[None])
-        return cates, masks
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held by the cached tensors (images, targets, probabilities)."""
-        tensors = [*self.images]
-        tensors += [v for target in self.targets for v in target.values() if isinstance(v, Tensor)]
-        for per_image in (self.category_probs, self.mask_cells, self.mask_probs):
-            tensors += [t for levels in per_image for t in levels]
-        return sum(t.element_size() * t.numel() for t in tensors)
-
-
-def _to_cpu(value: object) -> object:
-    """A tensor moved to the CPU, a dict of them (the target's "original") item by item."""
-    if isinstance(value, dict):
-        return {key: _to_cpu(item) for key, item in value.items()}
-    return value.detach().cpu() if isinstance(value, Tensor) else value
-
-
-@torch.no_grad()
-def cache_outputs(
-    model: nn.Module,
-    dataset: Sequence,
-    indices: Sequence[int],
-    cfg: SOLOConfig,
-    batch_size: int = 4,
-    min_score: float = DEFAULT_MIN_SCORE,
-    mask_dtype: torch.dtype = torch.float16,
-) -> CachedOutputs:
-    """Run ``model`` once (eval mode, no gradients) on ``dataset[i]`` for ``i`` in ``indices``.
-
-    ``model(images)`` must return SOLO's logits (`solo_lib.model.SOLOOutput`);
-    the sigmoid probabilities are kept on the CPU, with the masks of cells
-    below ``min_score`` left out (see the module docstring for the memory this
-    takes). The model's training mode is restored afterwards.
-    """
-    indices = [int(i) for i in indices]
-    for i in indices:
-        if not 0 <= i < len(dataset):
-            raise IndexError(
-                f"cache_outputs: index {i} is outside the data set (0..{len(dataset) - 1})"
-            )
-    if batch_size < 1:
-        raise ValueError(f"cache_outputs: batch_size must be >= 1, got {batch_size}")
-    device = next(model.parameters(), torch.empty(0)).device
-    cache = CachedOutputs([], [], [], [], [], min_score)
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(indices), batch_size):
-            items = [dataset[i] for i in indices[start : start + batch_size]]
-            images = torch.stack([image for image, _ in items])
-            output = model(images.to(device))
-            if len(output.category) != cfg.num_levels or len(output.masks) != cfg.num_levels:
-                raise ValueError(
-                    f"cache_outputs: the model returned {len(output.category)} category and "
-                    f"{len(output.masks)} mask levels; the config has {cfg.num_levels}"
-                )
-            cates = [level.sigmoid() for level in output.category]
-            masks = [level.sigmoid() for level in output.masks]
-            for b, (image, target) in enumerate(items):
-                cache._append(
-                    image, target, [c[b] for c in cates], [m[b] for m in masks], mask_dtype
-                )
-    finally:
-        model.train(was_training)
-    return cache
 
 
 @dataclass
