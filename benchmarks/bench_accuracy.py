@@ -22,7 +22,7 @@ Contenders:
 
 Neither run decays its learning rate: one run per contender is evaluated at every
 budget point. Mask R-CNN's masks (probabilities at the input size) go through
-SOLO's own `masks_to_original` (crop the content box, resize, threshold at 0.5).
+SOLO's own `masks_to_original` (the image's geometry back to the original, threshold at 0.5).
 """
 
 from __future__ import annotations
@@ -190,9 +190,7 @@ class MaskRCNNContender(Contender):
         return [
             {
                 # (n, 1, H, W) probabilities at the input size -> bool (n, H0, W0)
-                "masks": masks_to_original(
-                    out["masks"][:, 0], t["content_box"].tolist(), t["orig_size"].tolist(), self.cfg
-                ),
+                "masks": masks_to_original(out["masks"][:, 0], t["geometry"], self.cfg),
                 "labels": out["labels"],
                 "scores": out["scores"],
             }

@@ -155,7 +155,7 @@ def time_maskrcnn(
     model = build_maskrcnn_r50(cfg, **options).to(device).eval()
     images, target = sample_input(cfg, root, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else None
-    content_box, orig_size = target["content_box"].tolist(), target["orig_size"].tolist()
+    geometry = target["geometry"]
 
     def backbone():
         with autocast(device, amp):
@@ -164,7 +164,7 @@ def time_maskrcnn(
     def end_to_end():
         with autocast(device, amp):
             out = model(list(images))[0]
-        masks = masks_to_original(out["masks"][:, 0].float(), content_box, orig_size, cfg)
+        masks = masks_to_original(out["masks"][:, 0].float(), geometry, cfg)
         return {"masks": masks, "labels": out["labels"], "scores": out["scores"]}
 
     last: dict[str, int] = {}

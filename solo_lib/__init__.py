@@ -4,7 +4,7 @@ Modules in the order of the pipeline:
 
 - `config` (one `SOLOConfig`, two presets) and `paths`;
 - `data`: the CIS 680 and COCO formats, the built-in synthetic set, the paired
-  transforms and their inverse (`to_original_frame`), batching;
+  image geometry (`ImageGeometry`, the way to the input and back), batching;
 - `targets`: grid cells, categories and mask targets per FPN level;
 - `model` (ResNet-FPN, the SOLO head) and `losses` (focal, dice);
 - `schedule`, `module` (the Lightning module) and `cli` (``python -m solo_lib``);

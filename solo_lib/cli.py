@@ -12,6 +12,8 @@ the same config, the trainer's ``max_epochs`` and the global seed are linked to 
 
 from __future__ import annotations
 
+import time
+
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from solo_lib.data import SOLODataModule
@@ -31,13 +33,22 @@ class SOLOCLI(LightningCLI):
         parser.link_arguments("model.config.max_epochs", "trainer.max_epochs")
         parser.link_arguments("model.config.seed", "seed_everything")
 
+    def before_fit(self) -> None:
+        self._fit_start = time.monotonic()
+
     def after_fit(self) -> None:
-        """Print the validation mask AP and where the checkpoints are."""
+        """Print what was trained (epochs, steps, minutes, budget), the validation mask AP
+        and where the checkpoints are."""
         trainer = self.trainer
         if not trainer.is_global_zero:
             return
         metrics = trainer.callback_metrics
-        lines = []
+        minutes = (time.monotonic() - self._fit_start) / 60
+        budget = self.model.cfg.time_budget_min
+        lines = [
+            f"trained {trainer.current_epoch} epochs ({trainer.global_step} steps) in "
+            f"{minutes:.1f} min" + (f" (time budget {budget:g} min)" if budget is not None else "")
+        ]
         if "val/AP" in metrics:
             lines.append(
                 f"validation mask AP {float(metrics['val/AP']):.3f}, "

@@ -14,8 +14,8 @@ one, in the same order:
    best ``nms_pre``.
 4. `suppress`: Matrix NMS (`matrix_nms`) decays the scores of masks that
    overlap a higher-scored mask of the same class; low scores are dropped.
-5. `masks_to_original`: undo the input layout (`to_original_frame`, the one way
-   back to the original image) and threshold.
+5. `masks_to_original`: undo the input layout (the image's `ImageGeometry`, the one
+   way back to the original image) and threshold.
 
 Everything stays on the input device; there are no per-cell Python loops and
 no CPU copies of mask tensors.
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from solo_lib.config import SOLOConfig
-from solo_lib.data.transforms import to_original_frame
+from solo_lib.data.geometry import ImageGeometry
 
 
 class Candidates(NamedTuple):
@@ -250,34 +250,28 @@ def suppress(
     return candidates.select(order)
 
 
-def _ints(meta: dict, key: str, count: int, index: int) -> list[int]:
-    """`meta[key]` as `count` Python ints, or a clear error naming the image and key."""
-    if key not in meta:
-        raise KeyError(f"postprocess: metas[{index}] has no {key!r} (keys: {sorted(meta)})")
-    value = meta[key]
-    values = value.tolist() if isinstance(value, Tensor) else list(value)
-    if len(values) != count:
-        raise ValueError(
-            f"postprocess: metas[{index}][{key!r}] must hold {count} ints, got {value}"
+def _geometry(meta: dict, index: int) -> ImageGeometry:
+    """`meta["geometry"]`, or a clear error naming the image."""
+    geometry = meta.get("geometry") if isinstance(meta, dict) else None
+    if not isinstance(geometry, ImageGeometry):
+        found = sorted(meta) if isinstance(meta, dict) else type(meta).__name__
+        raise KeyError(
+            f"postprocess: metas[{index}] needs 'geometry', an ImageGeometry (as the data "
+            f"sets' targets hold); got {found}"
         )
-    return [int(v) for v in values]
+    return geometry
 
 
 def masks_to_original(
-    masks: Tensor,
-    content_box: Sequence[int],
-    orig_size: Sequence[int],
-    cfg: SOLOConfig,
-    mask_threshold: float | None = None,
+    masks: Tensor, geometry: ImageGeometry, cfg: SOLOConfig, mask_threshold: float | None = None
 ) -> Tensor:
-    """Soft masks (n, h, w) -> binary masks (n, H0, W0) in the original image frame.
+    """Soft masks (n, h, w) over the input frame -> binary masks (n, H0, W0) of the original.
 
-    `to_original_frame` undoes the input layout (resize to the input size, crop the
-    padding around `content_box` (x1, y1, x2, y2), resize to `orig_size` (H0, W0));
-    the result is thresholded.
+    `ImageGeometry.to_original` undoes the input layout (resize to the input size, crop
+    the padding, undo a flip, resize to the original size); the result is thresholded.
     """
     threshold = cfg.mask_threshold if mask_threshold is None else mask_threshold
-    return to_original_frame(masks, content_box, orig_size, cfg.image_size) > threshold
+    return geometry.to_original(masks) > threshold
 
 
 def _check_levels(category_probs: Sequence[Tensor], mask_probs: Sequence[Tensor], metas, cfg):
@@ -315,13 +309,12 @@ def postprocess_image(
     index: int = 0,
 ) -> dict[str, Tensor]:
     """Steps 2-5 for one image; `category_probs` (C, S, S) per level are already points-NMS'd."""
-    orig_size = _ints(meta, "orig_size", 2, index)
-    content_box = _ints(meta, "content_box", 4, index)
+    geometry = _geometry(meta, index)
     candidates = select_cells(category_probs, mask_probs, cfg, score_threshold)
     candidates = rescore_by_maskness(candidates, cfg, mask_threshold)
     candidates = suppress(candidates, cfg, mask_threshold)
     return {
-        "masks": masks_to_original(candidates.masks, content_box, orig_size, cfg, mask_threshold),
+        "masks": masks_to_original(candidates.masks, geometry, cfg, mask_threshold),
         "labels": candidates.labels.long(),
         "scores": candidates.scores.float(),
     }
@@ -339,8 +332,8 @@ def postprocess(
 
     `category_probs`: per level (B, C, S, S); `mask_probs`: per level
     (B, S*S, h, w) with (h, w) = ``cfg.mask_size(level)``; `metas`: per image a
-    dict with ``orig_size`` (H0, W0) and ``content_box`` (x1, y1, x2, y2), as in
-    the data sets' targets. Thresholds default to the config's.
+    dict with its ``geometry`` (an `ImageGeometry`), as the data sets' targets hold.
+    Thresholds default to the config's.
 
     Returns per image ``{"masks": bool (n, H0, W0), "labels": int64 (n,) in 1..C,
     "scores": float32 (n,)}``, highest score first; n = 0 is a valid answer.

@@ -21,6 +21,8 @@ def tiny_config() -> SOLOConfig:
         num_grids=(8, 6, 4, 3, 2),
         warmup_iters=2,
         max_epochs=4,
+        time_budget_min=None,
+        lr_schedule="step",
         lr_milestones=(2, 3),
     )
 

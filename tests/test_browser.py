@@ -14,6 +14,7 @@ from torch import nn
 
 from solo_lib.browser import CachedOutputs, ResultBrowser, cache_outputs
 from solo_lib.config import SOLOConfig
+from solo_lib.data import ImageGeometry
 from solo_lib.model import SOLOOutput
 from solo_lib.postprocess import postprocess
 
@@ -56,8 +57,7 @@ def _item(index: int, cfg: SOLOConfig) -> tuple[torch.Tensor, dict]:
         "masks": masks,
         "boxes": torch.tensor([obj[3] for obj in truth], dtype=torch.float32).reshape(-1, 4),
         "image_id": torch.tensor(10 + index),
-        "orig_size": torch.tensor(ORIG_SIZE),
-        "content_box": torch.tensor([0, 0, width, height]),
+        "geometry": ImageGeometry(ORIG_SIZE, (height, width), (height, width)),
         "original": {"masks": original, "labels": labels, "iscrowd": torch.zeros_like(labels)},
     }
     return image, target

@@ -12,9 +12,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from solo_lib.config import SOLOConfig
-from solo_lib.data import CIS680Dataset, DataFormatError, collate, summary, write_dataset
+from solo_lib.data import (
+    CIS680Dataset,
+    DataFormatError,
+    ImageGeometry,
+    collate,
+    summary,
+    write_dataset,
+)
 from solo_lib.data.cis680 import BBOXES_FILE, IMAGES_FILE, LABELS_FILE, MASKS_FILE
-from solo_lib.data.transforms import content_box, fit_size
 
 
 def write_cis680(root, images, masks_per_image, labels, boxes):
@@ -58,9 +64,9 @@ def test_item_contract(data_dir, preset):
         assert target["masks"].dtype == torch.uint8 and target["masks"].shape == (n, big_h, big_w)
         assert target["boxes"].dtype == torch.float32 and target["boxes"].shape == (n, 4)
         assert target["image_id"].dtype == torch.int64 and target["image_id"].item() == i
-        assert target["orig_size"].tolist() == [300, 400]
-        x1, y1, x2, y2 = target["content_box"].tolist()
-        assert (x1, y1, x2, y2) == content_box(fit_size((300, 400), cfg.image_size), cfg.image_size)
+        geometry = target["geometry"]
+        assert geometry == ImageGeometry.fit((300, 400), cfg.image_size)
+        x1, y1, x2, y2 = geometry.content_box
         assert set(target["masks"].unique().tolist()) <= {0, 1}
         # the padding is exactly 0, the content is not
         outside = torch.ones(big_h, big_w, dtype=torch.bool)

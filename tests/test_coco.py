@@ -158,7 +158,7 @@ def test_item_contract_and_image_without_annotations(handmade):
     image, target = ds[2]
     assert image.shape == (3, *cfg.image_size) and image.dtype == torch.float32
     assert target["masks"].shape == (0, *cfg.image_size) and target["labels"].dtype == torch.int64
-    assert target["orig_size"].tolist() == [20, 30] and target["image_id"].item() == 2
+    assert target["geometry"].orig_size == (20, 30) and target["image_id"].item() == 2
     _, target = CocoInstanceDataset(image_dir, ann_file, cfg, indices=[0])[0]
     assert target["masks"].shape == (2, *cfg.image_size) and target["boxes"].shape == (2, 4)
 

@@ -12,6 +12,7 @@ from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from solo_lib.config import SOLOConfig
+from solo_lib.data import ImageGeometry
 from solo_lib.model import SOLO, SOLOOutput, build_backbone
 from solo_lib.model.heads import coord_features
 
@@ -127,7 +128,7 @@ def test_all_parameters_trainable_and_batchnorm_not_frozen() -> None:
     modules = list(model.modules())
     assert not any(isinstance(m, FrozenBatchNorm2d) for m in modules)
     batchnorms = [m for m in modules if isinstance(m, nn.BatchNorm2d)]
-    assert len(batchnorms) == 20  # ResNet-18: stem + 2 per block x 8 + 3 downsample
+    assert len(batchnorms) == 12  # ResNet-10: stem + 2 per block x 4 + 3 downsample
     assert all(p.requires_grad for p in model.parameters())
     before = batchnorms[0].running_mean.clone()
     model.train()(torch.randn(2, 3, *cfg.image_size) * 3 + 1)
@@ -143,7 +144,7 @@ def test_pretrained_local_state_dict_is_loaded(tmp_path) -> None:
     path = tmp_path / "resnet18.pth"
     torch.save(state, path)
 
-    backbone = build_backbone(SOLOConfig.cpu().replace(pretrained=str(path)))
+    backbone = build_backbone(SOLOConfig.cpu().replace(backbone_depth=18, pretrained=str(path)))
     body = backbone.fpn.body
     assert torch.equal(body.conv1.weight, source.conv1.weight)
     assert torch.equal(body.layer3[0].conv2.weight, source.layer3[0].conv2.weight)
@@ -177,7 +178,7 @@ def test_imagenet_offline_gives_short_clear_error(tmp_path, monkeypatch) -> None
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(RuntimeError) as info:
-        build_backbone(SOLOConfig.cpu().replace(pretrained="imagenet"))
+        build_backbone(SOLOConfig.cpu().replace(backbone_depth=18, pretrained="imagenet"))
     message = str(info.value)
     expected = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     assert str(expected) in message
@@ -199,7 +200,7 @@ def test_predict_post_processes_probabilities_and_restores_mode() -> None:
     model = SOLO(cfg).train()
     images = torch.randn(2, 3, *cfg.image_size)
     metas = [
-        {"orig_size": torch.tensor([96, 128]), "content_box": torch.tensor([0, 4, 160, 124])}
+        {"geometry": ImageGeometry((96, 128), (128, 160), (120, 160))}  # 4 rows above, below
     ] * 2
     # Untrained, every cell scores about the prior 0.01: nothing passes the default 0.1.
     assert [len(r["scores"]) for r in model.predict(images, metas)] == [0, 0]
@@ -212,3 +213,8 @@ def test_predict_post_processes_probabilities_and_restores_mode() -> None:
         assert result["labels"].dtype == torch.int64
         assert ((result["labels"] >= 1) & (result["labels"] <= cfg.num_classes)).all()
         assert (result["scores"] <= 1).all()
+
+
+def test_resnet10_has_no_imagenet_weights_and_says_so() -> None:
+    with pytest.raises(ValueError, match="no ImageNet weights for ResNet-10"):
+        build_backbone(SOLOConfig.cpu().replace(backbone_depth=10, pretrained="imagenet"))

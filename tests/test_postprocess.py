@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from solo_lib.config import SOLOConfig
+from solo_lib.data import ImageGeometry
 from solo_lib.postprocess import (
     mask_iou,
     matrix_nms,
@@ -163,7 +164,7 @@ def blank_maps(cfg, batch):
 
 # A 16x20 image is scaled by 4 to 64x80 and padded by 8 columns on the left: in the
 # level-0 mask frame (input / 4) the content is rows 0..16, columns 2..22.
-META = {"orig_size": torch.tensor([16, 20]), "content_box": torch.tensor([8, 0, 88, 64])}
+META = {"geometry": ImageGeometry((16, 20), (64, 96), (64, 80))}
 
 
 def add_objects(category, masks, b):
@@ -197,7 +198,7 @@ def test_postprocess_zero_detections_and_empty_image_in_batch(small_config):
     category, masks = blank_maps(small_config, 2)
     add_objects(category, masks, 1)
     metas = [
-        {"orig_size": (30, 40), "content_box": (5, 0, 90, 64)},
+        {"geometry": ImageGeometry.fit((30, 40), (64, 96))},  # content 64x85 at x = 5
         META,
     ]
     empty, full = postprocess(category, masks, metas, small_config)
@@ -270,6 +271,6 @@ def test_postprocess_rejects_wrong_shapes(small_config):
         postprocess(category, [masks[0], masks[0], *masks[2:]], [META], small_config)
     with pytest.raises(ValueError, match="1 metas"):
         postprocess([c.repeat(2, 1, 1, 1) for c in category], masks, [META], small_config)
-    with pytest.raises(KeyError, match="content_box"):
+    with pytest.raises(KeyError, match="geometry"):
         add_objects(category, masks, 0)
         postprocess(category, masks, [{"orig_size": (16, 20)}], small_config)

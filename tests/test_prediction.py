@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 
-from solo_lib.data import DataFormatError, ImageFolderDataset, SOLODataModule
+from solo_lib.data import DataFormatError, ImageFolderDataset, ImageGeometry, SOLODataModule
 from solo_lib.module import LitSOLO
 from solo_lib.prediction import PredictionWriter, to_coco_results
 
@@ -51,14 +51,16 @@ def _write_images(folder, n=2, size=(90, 120)):
     return folder
 
 
-def test_image_folder_items_follow_the_contract(tmp_path, tiny_config):
+def test_image_folder_items_are_an_image_and_its_metadata_without_ground_truth(
+    tmp_path, tiny_config
+):
     folder = _write_images(tmp_path / "images")
     dataset = ImageFolderDataset(folder, tiny_config)
-    image, target = dataset[1]
+    image, meta = dataset[1]
     assert image.shape == (3, *tiny_config.image_size)
-    assert target["orig_size"].tolist() == [90, 120]
-    assert target["labels"].shape == (0,)
-    assert target["file_name"] == "photo_1.png"
+    assert set(meta) == {"image_id", "file_name", "geometry"}  # no made-up empty target
+    assert meta["geometry"] == ImageGeometry.fit((90, 120), tiny_config.image_size)
+    assert meta["file_name"] == "photo_1.png" and meta["image_id"].item() == 1
 
 
 def test_image_folder_bad_input_names_the_path(tmp_path, tiny_config):

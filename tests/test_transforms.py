@@ -6,16 +6,13 @@ import pytest
 import torch
 
 from solo_lib.config import SOLOConfig
+from solo_lib.data.geometry import ImageGeometry
 from solo_lib.data.transforms import (
-    CenterPad,
     Compose,
     Normalize,
-    RandomHorizontalFlip,
-    ResizeToFit,
+    PlaceInInput,
     ToFloatImage,
     build_transforms,
-    content_box,
-    fit_size,
 )
 
 
@@ -46,17 +43,57 @@ def box_of(mask):
 )
 def test_padded_layout_of_both_presets(preset, size, box):
     cfg = SOLOConfig.preset(preset)
-    assert fit_size((300, 400), cfg.image_size) == size
-    assert content_box(size, cfg.image_size) == box
+    geometry = ImageGeometry.fit((300, 400), cfg.image_size)
+    assert geometry.content_size == size and geometry.content_box == box
     _, target = build_transforms(cfg, train=False)(*raw_item())
-    assert target["content_box"].tolist() == list(box)
-    assert target["orig_size"].tolist() == [300, 400]
+    assert target["geometry"] == geometry and not geometry.flipped
 
 
-def test_fit_size_never_exceeds_the_input():
-    assert fit_size((300, 400), (256, 352), factor=1.3) == (256, 341)
-    assert fit_size((300, 400), (256, 352), factor=0.5) == (128, 170)
-    assert fit_size((1000, 100), (256, 352)) == (256, 25)
+def test_fit_never_exceeds_the_input():
+    def content(orig, factor=1.0):
+        return ImageGeometry.fit(orig, (256, 352), factor).content_size
+
+    assert content((300, 400), factor=1.3) == (256, 341)
+    assert content((300, 400), factor=0.5) == (128, 170)
+    assert content((1000, 100)) == (256, 25)
+    with pytest.raises(ValueError, match="does not fit"):
+        ImageGeometry((300, 400), (256, 352), (300, 400))
+
+
+@pytest.mark.parametrize("flipped", [False, True])
+def test_to_original_inverts_the_placement_of_masks_and_images(flipped):
+    """Masks placed in the input and brought back match the originals; a flip is undone."""
+    _, target = raw_item()
+    geometry = ImageGeometry.fit((300, 400), (256, 352), factor=0.8, flipped=flipped)
+    placed = geometry.masks_to_input(target["masks"])
+    x1, y1, x2, y2 = geometry.content_box
+    assert placed.shape == (2, 256, 352) and placed[:, :, :x1].sum() == 0
+    back = geometry.to_original(placed.float()) >= 0.5
+    for restored, original in zip(back, target["masks"].bool(), strict=True):
+        iou = (restored & original).sum() / (restored | original).sum()
+        assert iou > 0.97
+    # a horizontal ramp comes back a ramp in the same direction, flipped or not
+    ramp = torch.linspace(0, 1, 400).expand(1, 300, 400)
+    restored_ramp = geometry.to_original(geometry.image_to_input(ramp))[0]
+    assert restored_ramp[150, 10] < 0.1 and restored_ramp[150, 390] > 0.9
+
+
+def test_boxes_to_input_by_hand():
+    """300x400 at factor 0.5: scale 0.32 to 96x128, centred in 256x352 at x 112, y 80."""
+    geometry = ImageGeometry.fit((300, 400), (256, 352), factor=0.5)
+    assert geometry.content_size == (128, 170)
+    boxes = torch.tensor([[0.0, 0.0, 400.0, 300.0], [100.0, 30.0, 200.0, 90.0]])
+    x1, y1, _, _ = geometry.content_box
+    sx, sy = 170 / 400, 128 / 300
+    expected = torch.tensor(
+        [[x1, y1, x1 + 170, y1 + 128], [x1 + 100 * sx, y1 + 30 * sy, x1 + 200 * sx, y1 + 90 * sy]]
+    )
+    torch.testing.assert_close(geometry.boxes_to_input(boxes), expected)
+    flipped = ImageGeometry.fit((300, 400), (256, 352), factor=0.5, flipped=True)
+    mirrored = flipped.boxes_to_input(boxes)[1]
+    torch.testing.assert_close(
+        mirrored[[0, 2]], torch.tensor([x1 + 170 - 200 * sx, x1 + 170 - 100 * sx])
+    )
 
 
 @pytest.mark.parametrize("flip", [False, True])
@@ -65,8 +102,9 @@ def test_boxes_follow_the_masks_through_resize_pad_and_flip(flip):
     cfg = SOLOConfig.cpu().replace(hflip_prob=1.0 if flip else 0.0, scale_jitter=(0.6, 0.9))
     image, target = build_transforms(cfg, train=True)(*raw_item())
     assert set(target["masks"].unique().tolist()) <= {0, 1}
-    x1, y1, x2, y2 = target["content_box"].tolist()
+    x1, y1, x2, y2 = target["geometry"].content_box
     assert x2 - x1 < 341 and y2 - y1 < 256  # jittered below the fit size
+    assert target["geometry"].flipped == flip
     for mask, box in zip(target["masks"], target["boxes"], strict=True):
         torch.testing.assert_close(box, box_of(mask), atol=1.0, rtol=0)
         assert x1 <= box[0] and box[2] <= x2 and y1 <= box[1] and box[3] <= y2
@@ -100,14 +138,7 @@ def test_normalise_and_pad_values():
 
 def test_objects_that_vanish_are_dropped_with_label_and_box():
     image, target = raw_item(rects=((10, 10, 12, 12), (100, 100, 300, 250)), labels=(2, 1))
-    steps = Compose(
-        [
-            ToFloatImage(),
-            ResizeToFit((32, 32)),
-            Normalize((0, 0, 0), (1, 1, 1)),
-            CenterPad((32, 32)),
-        ]
-    )
+    steps = Compose([ToFloatImage(), Normalize((0, 0, 0), (1, 1, 1)), PlaceInInput((32, 32))])
     _, out = steps(image, target)
     assert out["labels"].tolist() == [1]
     assert out["masks"].shape == (1, 32, 32) and out["boxes"].shape == (1, 4)
@@ -118,19 +149,12 @@ def test_every_transform_returns_plain_tensors():
     image, target = raw_item()
     for step in (
         ToFloatImage(),
-        ResizeToFit((128, 160)),
-        RandomHorizontalFlip(1.0),
-        CenterPad((160, 192)),
+        Normalize((0, 0, 0), (1, 1, 1)),
+        PlaceInInput((160, 192), jitter=(0.8, 0.8), flip_prob=1.0),
     ):
         image, target = step(image, target)
         assert type(image) is torch.Tensor
         assert type(target["masks"]) is torch.Tensor and type(target["boxes"]) is torch.Tensor
-
-
-def test_pad_refuses_content_larger_than_the_input():
-    image, target = raw_item()
-    with pytest.raises(ValueError, match="larger than the input"):
-        CenterPad((256, 352))(image.float(), target)
 
 
 def test_train_transforms_are_reproducible_from_the_torch_seed():

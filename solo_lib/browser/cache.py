@@ -30,7 +30,7 @@ class CachedOutputs:
     """SOLO's raw outputs for a few images, on the CPU, ready for `postprocess`.
 
     Per image i: ``images[i]`` (3, H, W) the network input, ``targets[i]`` its
-    target dict (``orig_size``, ``content_box``, ``masks``, ``labels``, ...),
+    target dict (``geometry``, ``original``, ``masks``, ``labels``, ...),
     and per level l: ``category_probs[i][l]`` (C, S, S) float32 probabilities,
     ``mask_cells[i][l]`` (k,) int64 the cells (row * S + col) whose masks are
     kept and ``mask_probs[i][l]`` (k, h, w) their mask probabilities. Cells not

@@ -5,6 +5,7 @@ from solo_lib.data.coco import CocoInstanceDataset, write_coco_dataset
 from solo_lib.data.datamodule import SOLODataModule, collate, split_indices
 from solo_lib.data.errors import DataFormatError
 from solo_lib.data.folder import ImageFolderDataset
+from solo_lib.data.geometry import ImageGeometry
 from solo_lib.data.synthetic import ensure_builtin_dataset, render_image, write_dataset
 from solo_lib.data.transforms import build_transforms
 
@@ -13,6 +14,7 @@ __all__ = [
     "CocoInstanceDataset",
     "DataFormatError",
     "ImageFolderDataset",
+    "ImageGeometry",
     "SOLODataModule",
     "build_transforms",
     "collate",

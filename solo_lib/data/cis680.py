@@ -81,9 +81,10 @@ class CIS680Dataset(Dataset):
     """The CIS 680 files in `root` as a map-style data set of `(image, target)` items.
 
     Items are ``(image, target)``: a normalised, padded float32 (3, H, W) image and a
-    target with `labels`, `masks`, `boxes` (input frame), `image_id`, `orig_size`,
-    `content_box` and, for evaluation (``train=False``), `original`: the annotations
-    as stored (see `solo_lib.data.transforms`). `image_id` is the index in the FILES, also when
+    target with `labels`, `masks`, `boxes` (input frame), `image_id`, `geometry` (an
+    `ImageGeometry`: the way back to the original image) and, for evaluation
+    (``train=False``), `original`: the annotations as stored (see
+    `solo_lib.data.transforms`). `image_id` is the index in the FILES, also when
     `indices` selects a subset, so that predictions can be traced back.
 
     Warning: the two .npy files are object arrays, i.e. Python pickles, and are

@@ -1,4 +1,4 @@
-"""A folder of images to predict on: the item contract with an empty target."""
+"""A folder of images to predict on: each image with its metadata, and no ground truth."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from torch.utils.data import Dataset
 
 from solo_lib.config import SOLOConfig
 from solo_lib.data.errors import DataFormatError
-from solo_lib.data.transforms import build_transforms
+from solo_lib.data.geometry import ImageGeometry
+from solo_lib.data.transforms import Compose, Normalize, ToFloatImage
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -20,8 +21,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 class ImageFolderDataset(Dataset):
     """Every image file in `folder` (sorted by name), for `python -m solo_lib predict`.
 
-    Items follow the data sets' contract, with no objects in the target, plus
-    ``file_name`` so that predictions can be traced back to their file.
+    Items are ``(image, meta)``: the input image as the data sets make it, and the
+    metadata that prediction needs, ``image_id``, ``file_name`` (so that predictions
+    can be traced back to their file) and ``geometry`` (the way back to the original
+    image). There is no ground truth, and none is made up.
     """
 
     def __init__(self, folder: str | Path, cfg: SOLOConfig) -> None:
@@ -34,29 +37,30 @@ class ImageFolderDataset(Dataset):
                 f"{self.folder}: no image files; expected names ending in {', '.join(IMAGE_SUFFIXES)}"
             )
         self.class_names = tuple(cfg.class_names)
-        self.transforms = build_transforms(cfg, train=False)
+        self.image_size = cfg.image_size
+        self.normalize = Compose([ToFloatImage(), Normalize(cfg.pixel_mean, cfg.pixel_std)])
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def load_raw(self, i: int) -> tuple[Tensor, dict]:
-        """Image `i` as uint8 (3, H0, W0) and an empty source-frame target."""
+    def load_image(self, i: int) -> Tensor:
+        """Image `i` as uint8 (3, H0, W0) RGB."""
         path = self.files[i]
         try:
             with Image.open(path) as img:
                 array = np.asarray(img.convert("RGB"))
         except OSError as err:
             raise DataFormatError(f"{path}: cannot be read as an image ({err})") from None
-        h, w = array.shape[:2]
-        target = {
-            "labels": torch.zeros(0, dtype=torch.int64),
-            "masks": torch.zeros((0, h, w), dtype=torch.uint8),
-            "boxes": torch.zeros((0, 4), dtype=torch.float32),
-            "image_id": torch.tensor(i, dtype=torch.int64),
-        }
-        return torch.from_numpy(array.copy()).permute(2, 0, 1), target
+        return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
     def __getitem__(self, i: int) -> tuple[Tensor, dict]:
-        image, target = self.transforms(*self.load_raw(i))
-        target["file_name"] = self.files[i].name
-        return image, target
+        """``(image, meta)``: the input image and ``{"image_id", "file_name", "geometry"}``."""
+        image = self.load_image(i)
+        geometry = ImageGeometry.fit(image.shape[-2:], self.image_size)
+        pixels, _ = self.normalize(image, {})
+        meta = {
+            "image_id": torch.tensor(i, dtype=torch.int64),
+            "file_name": self.files[i].name,
+            "geometry": geometry,
+        }
+        return geometry.image_to_input(pixels), meta

@@ -1,99 +1,26 @@
-"""Paired image/target transforms: resize to fit, flip, normalise, centred zero padding.
+"""Paired image/target transforms: keep the annotations, normalise, place in the input.
 
-Every transform is a callable `(image, target) -> (image, target)`. Geometry goes
-through torchvision's `transforms.v2` functionals on `tv_tensors` (Image, Mask,
-BoundingBoxes), so image, masks and boxes move together. Masks are resized
-bilinearly and re-thresholded at 0.5 (as the paper's preprocessing does), so they
-stay 0/1; an object whose mask vanishes is dropped with its label and box.
-
-Layout: scale = min(H / H0, W / W0) (times a jitter factor in
-training), content size floor(H0 * scale) x floor(W0 * scale), placed centred with
-left = (W - w) // 2 and top = (H - h) // 2. `target["content_box"]` records where
-the content sits and `target["orig_size"]` the source size; `to_original_frame`,
-the one way back, undoes the layout for predicted masks and for pictures.
+Every transform is a callable `(image, target) -> (image, target)`. The geometry, a
+resize to fit (jittered in training), a random flip (training) and centred zero
+padding, is one `ImageGeometry` per image (`solo_lib.data.geometry`), drawn and applied
+by `PlaceInInput` and recorded as ``target["geometry"]``: the way back to the original
+image for predicted masks and pictures. An object whose mask vanishes when resized is
+dropped with its label and box.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
-from torchvision import tv_tensors
-from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from solo_lib.config import SOLOConfig
+from solo_lib.data.geometry import ImageGeometry
 
-Target = dict[str, Tensor]
+Target = dict  # labels, masks, boxes (tensors), image_id, geometry, original, ...
 PairTransform = Callable[[Tensor, Target], tuple[Tensor, Target]]
-
-
-def fit_size(
-    orig_size: Sequence[int], image_size: Sequence[int], factor: float = 1.0
-) -> tuple[int, int]:
-    """(h, w) of a (H0, W0) image resized by factor * min(H / H0, W / W0) for an (H, W) input.
-
-    The result never exceeds (H, W): factors above 1 are clamped, so the content always fits.
-    """
-    h0, w0 = int(orig_size[0]), int(orig_size[1])
-    h, w = int(image_size[0]), int(image_size[1])
-    scale = min(h / h0, w / w0) * min(factor, 1.0)
-    # the epsilon keeps 300 * (800 / 300) at 800, not 799.999...
-    return max(1, min(h, math.floor(h0 * scale + 1e-6))), max(
-        1, min(w, math.floor(w0 * scale + 1e-6))
-    )
-
-
-def content_box(
-    content_size: Sequence[int], image_size: Sequence[int]
-) -> tuple[int, int, int, int]:
-    """(x1, y1, x2, y2) of (h, w) content centred in an (H, W) input: left = (W - w) // 2."""
-    h, w = int(content_size[0]), int(content_size[1])
-    left, top = (int(image_size[1]) - w) // 2, (int(image_size[0]) - h) // 2
-    return left, top, left + w, top + h
-
-
-def to_original_frame(
-    maps: Tensor,
-    content_box: Sequence[int],
-    orig_size: Sequence[int],
-    input_size: Sequence[int],
-    antialias: bool = False,
-) -> Tensor:
-    """Undo the layout: float maps (n, h, w) over the whole input frame -> (n, H0, W0).
-
-    The one way back from the network input to the original image, the inverse of
-    `ResizeToFit` + `CenterPad`: maps at any resolution (mask predictions at the level-0
-    mask size, or the input image itself) are resized (bilinear) to `input_size`
-    (H, W), the padding around `content_box` (x1, y1, x2, y2) is cropped away, and the
-    content is resized to `orig_size` (H0, W0). Threshold the result for binary masks.
-    """
-    height, width = int(orig_size[0]), int(orig_size[1])
-    if maps.shape[0] == 0:
-        return maps.new_zeros((0, height, width))
-    x1, y1, x2, y2 = (int(v) for v in content_box)
-    full = maps[None].float()
-    if tuple(full.shape[-2:]) != tuple(int(v) for v in input_size):
-        full = F.resize(full, list(input_size), InterpolationMode.BILINEAR, antialias=False)
-    content = full[..., y1:y2, x1:x2]
-    return F.resize(content, [height, width], InterpolationMode.BILINEAR, antialias=antialias)[0]
-
-
-def _wrap(
-    image: Tensor, target: Target
-) -> tuple[tv_tensors.Image, tv_tensors.Mask, tv_tensors.BoundingBoxes]:
-    canvas = tuple(image.shape[-2:])
-    boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=canvas)
-    return tv_tensors.Image(image), tv_tensors.Mask(target["masks"]), boxes
-
-
-def _unwrap(image: Tensor, masks: Tensor, boxes: Tensor, target: Target) -> tuple[Tensor, Target]:
-    out = dict(target)
-    out["masks"] = masks.as_subclass(Tensor)
-    out["boxes"] = boxes.as_subclass(Tensor)
-    return image.as_subclass(Tensor), out
 
 
 class Compose:
@@ -156,54 +83,52 @@ class DropCrowd:
 
 
 class ToFloatImage:
-    """uint8 (3, H0, W0) image -> float32 in [0, 1]; records `orig_size` = (H0, W0)."""
+    """uint8 (3, H0, W0) image -> float32 in [0, 1]."""
 
     def __call__(self, image: Tensor, target: Target) -> tuple[Tensor, Target]:
-        target = dict(target)
-        target["orig_size"] = torch.tensor(image.shape[-2:], dtype=torch.int64)
         return F.to_dtype(image, torch.float32, scale=True), target
 
     def __repr__(self) -> str:
         return "ToFloatImage()"
 
 
-class ResizeToFit:
-    """Resize so the image fits `image_size` (keeping the aspect ratio), optionally jittered.
+class PlaceInInput:
+    """Resize to fit `image_size` (jittered), flip (randomly), pad centred: one `ImageGeometry`.
 
     With `jitter=(lo, hi)` the fit scale is multiplied by a factor drawn uniformly from
-    [lo, hi] (torch's global RNG, seeded per worker); factors above 1 are clamped to 1.
-    Image: bilinear with antialiasing. Masks: bilinear, then >= 0.5. Boxes: scaled.
-    Objects whose mask becomes empty are dropped.
+    [lo, hi], and the image is flipped with probability `flip_prob` (torch's global
+    RNG, seeded per worker). Image, masks and boxes go through the same geometry, which
+    is recorded as ``target["geometry"]``; objects whose mask vanishes are dropped.
     """
 
-    def __init__(self, image_size: Sequence[int], jitter: Sequence[float] | None = None) -> None:
+    def __init__(
+        self,
+        image_size: Sequence[int],
+        jitter: Sequence[float] | None = None,
+        flip_prob: float = 0.0,
+    ) -> None:
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.jitter = None if jitter is None else (float(jitter[0]), float(jitter[1]))
+        self.flip_prob = float(flip_prob)
 
     def __call__(self, image: Tensor, target: Target) -> tuple[Tensor, Target]:
         factor = 1.0
         if self.jitter is not None:
             lo, hi = self.jitter
             factor = lo + (hi - lo) * torch.rand(()).item()
-        size = list(fit_size(image.shape[-2:], self.image_size, factor))
-        img, masks, boxes = _wrap(image, target)
-        img = F.resize(img, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
-        boxes = F.resize(boxes, size)
-        if masks.shape[0]:
-            soft = F.resize(
-                masks.as_subclass(Tensor).float(),
-                size,
-                interpolation=InterpolationMode.BILINEAR,
-                antialias=False,
-            )
-            masks = tv_tensors.Mask((soft >= 0.5).to(torch.uint8))
-        else:
-            masks = tv_tensors.Mask(torch.zeros((0, *size), dtype=torch.uint8))
-        image, target = _unwrap(img, masks, boxes, target)
-        return drop_empty(image, target)
+        flipped = self.flip_prob > 0 and torch.rand(()).item() < self.flip_prob
+        geometry = ImageGeometry.fit(image.shape[-2:], self.image_size, factor, flipped)
+        target = dict(target)
+        target["masks"] = geometry.masks_to_input(target["masks"])
+        target["boxes"] = geometry.boxes_to_input(target["boxes"])
+        target["geometry"] = geometry
+        return drop_empty(geometry.image_to_input(image), target)
 
     def __repr__(self) -> str:
-        return f"ResizeToFit(image_size={self.image_size}, jitter={self.jitter})"
+        return (
+            f"PlaceInInput(image_size={self.image_size}, jitter={self.jitter}, "
+            f"flip_prob={self.flip_prob})"
+        )
 
 
 def drop_empty(image: Tensor, target: Target) -> tuple[Tensor, Target]:
@@ -215,24 +140,6 @@ def drop_empty(image: Tensor, target: Target) -> tuple[Tensor, Target]:
     for key in ("labels", "masks", "boxes"):
         target[key] = target[key][keep]
     return image, target
-
-
-class RandomHorizontalFlip:
-    """Mirror image, masks and boxes left-right with probability `p` (torch's global RNG)."""
-
-    def __init__(self, p: float = 0.5) -> None:
-        self.p = float(p)
-
-    def __call__(self, image: Tensor, target: Target) -> tuple[Tensor, Target]:
-        if self.p <= 0 or torch.rand(()).item() >= self.p:
-            return image, target
-        img, masks, boxes = _wrap(image, target)
-        return _unwrap(
-            F.horizontal_flip(img), F.horizontal_flip(masks), F.horizontal_flip(boxes), target
-        )
-
-    def __repr__(self) -> str:
-        return f"RandomHorizontalFlip(p={self.p})"
 
 
 class Normalize:
@@ -248,50 +155,22 @@ class Normalize:
         return f"Normalize(mean={self.mean}, std={self.std})"
 
 
-class CenterPad:
-    """Zero-pad the content to `image_size`, centred; records `content_box` (x1, y1, x2, y2).
-
-    Applied after normalisation, so the padding is 0 in normalised units (the mean colour).
-    """
-
-    def __init__(self, image_size: Sequence[int]) -> None:
-        self.image_size = (int(image_size[0]), int(image_size[1]))
-
-    def __call__(self, image: Tensor, target: Target) -> tuple[Tensor, Target]:
-        h, w = image.shape[-2:]
-        big_h, big_w = self.image_size
-        if h > big_h or w > big_w:
-            raise ValueError(f"content {h}x{w} is larger than the input size {big_h}x{big_w}")
-        x1, y1, x2, y2 = content_box((h, w), self.image_size)
-        padding = [x1, y1, big_w - x2, big_h - y2]  # left, top, right, bottom
-        img, masks, boxes = _wrap(image, target)
-        image, target = _unwrap(
-            F.pad(img, padding, fill=0),
-            F.pad(masks, padding, fill=0),
-            F.pad(boxes, padding),
-            target,
-        )
-        target["content_box"] = torch.tensor([x1, y1, x2, y2], dtype=torch.int64)
-        return image, target
-
-    def __repr__(self) -> str:
-        return f"CenterPad(image_size={self.image_size})"
-
-
 def build_transforms(cfg: SOLOConfig, train: bool) -> Compose:
     """The input pipeline: keep the original annotations (evaluation only), drop crowd
-    regions, to float, resize to fit (jittered when training), flip (training), normalise
-    with cfg.pixel_mean / pixel_std, pad to cfg.image_size.
+    regions, to float, normalise with cfg.pixel_mean / pixel_std, and place in the
+    cfg.image_size input (resize to fit, jittered and flipped when training, pad).
 
-    The flip comes before the padding, so the content stays centred when W - w is odd.
+    Normalising before the padding makes the padding 0, the mean colour.
     """
     steps: list[PairTransform] = [] if train else [KeepOriginal()]
     steps += [
         DropCrowd(),
         ToFloatImage(),
-        ResizeToFit(cfg.image_size, jitter=cfg.scale_jitter if train else None),
+        Normalize(cfg.pixel_mean, cfg.pixel_std),
+        PlaceInInput(
+            cfg.image_size,
+            jitter=cfg.scale_jitter if train else None,
+            flip_prob=cfg.hflip_prob if train else 0.0,
+        ),
     ]
-    if train and cfg.hflip_prob > 0:
-        steps.append(RandomHorizontalFlip(cfg.hflip_prob))
-    steps += [Normalize(cfg.pixel_mean, cfg.pixel_std), CenterPad(cfg.image_size)]
     return Compose(steps)

@@ -47,8 +47,8 @@ class SOLO(nn.Module):
     ) -> list[dict]:
         """Instances per image: ``{"masks": bool (n, H0, W0), "labels": (n,), "scores": (n,)}``.
 
-        ``metas`` are dicts with ``orig_size`` and ``content_box`` (the data sets'
-        target dicts do). Runs in eval mode and restores the previous mode afterwards.
+        ``metas`` are dicts with each image's ``geometry`` (the data sets' target dicts
+        hold one). Runs in eval mode and restores the previous mode afterwards.
         Thresholds default to the config's.
         """
         from solo_lib.postprocess import postprocess  # imported here: the model does not need it

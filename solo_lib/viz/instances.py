@@ -15,7 +15,6 @@ from matplotlib.axes import Axes
 from matplotlib.patches import Rectangle
 
 from solo_lib.config import SOLOConfig
-from solo_lib.data.transforms import to_original_frame
 
 #: RGB in [0, 1] per label; labels beyond 3 (custom data sets) take tab10 colours.
 CLASS_COLORS: dict[int, tuple[float, float, float]] = {
@@ -50,17 +49,11 @@ def denormalize(image: torch.Tensor, cfg: SOLOConfig) -> np.ndarray:
 def display_image(image: torch.Tensor, target: dict, cfg: SOLOConfig) -> np.ndarray:
     """The network input ``image`` (3, H, W) as (H0, W0, 3) RGB in [0, 1], in the original frame.
 
-    `to_original_frame` removes the padding and resizes back to ``target["orig_size"]``:
-    the frame of `postprocess`'s masks and of the original annotations.
+    The image's ``target["geometry"]`` removes the padding, undoes a flip and resizes
+    back to the original size: the frame of `postprocess`'s masks and of the original
+    annotations.
     """
-    restored = to_original_frame(
-        image.detach().cpu(),
-        target["content_box"].tolist(),
-        target["orig_size"].tolist(),
-        image.shape[-2:],
-        antialias=True,
-    )
-    return denormalize(restored, cfg)
+    return denormalize(target["geometry"].to_original(image.detach().cpu(), antialias=True), cfg)
 
 
 def draw_instances(
