@@ -98,8 +98,7 @@ def time_solo(
     def end_to_end():
         output = network()
         return postprocess(
-            [c.float().sigmoid() for c in output.category],
-            [m.float().sigmoid() for m in output.masks],
+            *output.probabilities(),
             [target],
             cfg,
         )
@@ -112,7 +111,7 @@ def time_solo(
             # counted without autocast: the algorithm's FLOPs, whatever the precision
             "flops": count_flops(lambda: model(images)),
         }
-        peaks = [points_nms(c.float().sigmoid()) for c in network().category]
+        peaks = [points_nms(c) for c in network().probabilities()[0]]
         result["candidates"] = sum(int((p.amax(dim=1) > cfg.score_threshold).sum()) for p in peaks)
     return result
 

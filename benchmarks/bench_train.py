@@ -81,7 +81,9 @@ def solo_train_step(
 def to_device(batch: Batch, device: torch.device) -> Batch:
     """A collated batch with the images and every target tensor on `device`."""
     images, targets = batch
-    moved = [{k: v.to(device) for k, v in t.items()} for t in targets]
+    moved = [
+        {k: v.to(device) if isinstance(v, Tensor) else v for k, v in t.items()} for t in targets
+    ]
     return images.to(device), moved
 
 

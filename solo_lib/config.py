@@ -118,9 +118,9 @@ class SOLOConfig:
         256 px high input (the 300x400 images become 256x341, padded to 352), a
         ResNet-10 trunk (ResNet-18 with one block per stage), 64-channel FPN and heads
         with 2 stacked convs, coarser grids; scale ranges follow from the input height.
-        Measured on a 2-core AMD EPYC (benchmarks/RESULTS.md): ResNet-10 takes 0.6 of
-        ResNet-18's step time and reaches the same validation AP per epoch over the
-        first three epochs, so it gets further in the same minutes.
+        Measured on a 2-core AMD EPYC (benchmarks/RESULTS.md): ResNet-10 takes 0.7 of
+        ResNet-18's step time and reaches about the same validation AP per epoch over
+        the first three epochs, so it gets further in the same minutes.
 
         The schedule fits a time budget: `time_budget_min` sets the number of epochs
         (at most `max_epochs`) from the duration of epoch 0, and the cosine decay ends

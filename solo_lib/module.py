@@ -154,12 +154,7 @@ class LitSOLO(pl.LightningModule):
             sync_dist=True,
         )
         if self._map_this_epoch():
-            predictions = postprocess(
-                [c.sigmoid() for c in output.category],
-                [m.sigmoid() for m in output.masks],
-                targets,
-                self.cfg,
-            )
+            predictions = postprocess(*output.probabilities(), targets, self.cfg)
             self.evaluator.update(
                 predictions,
                 [t["original"] for t in targets],

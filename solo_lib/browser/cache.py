@@ -210,8 +210,7 @@ def cache_outputs(
                     f"cache_outputs: the model returned {len(output.category)} category and "
                     f"{len(output.masks)} mask levels; the config has {cfg.num_levels}"
                 )
-            cates = [level.sigmoid() for level in output.category]
-            masks = [level.sigmoid() for level in output.masks]
+            cates, masks = output.probabilities()
             for b, (image, target) in enumerate(items):
                 cache._append(
                     image, target, [c[b] for c in cates], [m[b] for m in masks], mask_dtype

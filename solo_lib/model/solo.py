@@ -20,6 +20,16 @@ class SOLOOutput(NamedTuple):
     masks: list[Tensor]
     """Per level (B, S*S, h, w) mask logits, (h, w) = cfg.mask_size(level); channel k = row*S + col."""
 
+    def probabilities(self) -> tuple[list[Tensor], list[Tensor]]:
+        """(category, mask) probabilities per level: the sigmoid of the logits, in float32.
+
+        What post-processing takes; float32 also when the network ran in bf16.
+        """
+        return (
+            [c.float().sigmoid() for c in self.category],
+            [m.float().sigmoid() for m in self.masks],
+        )
+
 
 class SOLO(nn.Module):
     """SOLO (Wang et al., arXiv 1912.04488) for the settings in ``cfg``."""
@@ -60,8 +70,7 @@ class SOLO(nn.Module):
         finally:
             self.train(was_training)
         return postprocess(
-            [c.sigmoid() for c in output.category],
-            [m.sigmoid() for m in output.masks],
+            *output.probabilities(),
             metas,
             self.cfg,
             score_threshold=score_threshold,
