@@ -39,6 +39,8 @@ class _Clock:
 
 
 class _Tick(pl.Callback):
+    """Records the learning rate of every step."""
+
     def __init__(self, clock: _Clock) -> None:
         self.clock = clock
         self.lrs: list[float] = []
@@ -46,46 +48,9 @@ class _Tick(pl.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.clock.now += 1.0
-
-
-def test_time_budget_fits_whole_epochs_and_ends_the_cosine_at_the_last_step(
-    tiny_config, tiny_data_dir, monkeypatch, capsys
-):
-    clock = _Clock()
-    monkeypatch.setattr(schedule_module, "time", clock)
-    # Budget 15 s; epoch 0 = 3 steps = 3 s, so 12 s are left: 1 + 12 / 3 = 5 epochs.
-    cfg = tiny_config.replace(
-        max_epochs=30, time_budget_min=0.25, lr_schedule="cosine", warmup_iters=0
-    )
-    tick = _Tick(clock)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=cfg.max_epochs,
-        limit_train_batches=3,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[tick],
-    )
-    trainer.fit(LitSOLO(cfg), datamodule=SOLODataModule(cfg, root=str(tiny_data_dir)))
-
-    assert trainer.current_epoch == 5 and trainer.global_step == 15
-    assert "training 5 epochs = 15 steps" in capsys.readouterr().out
-    budget = next(c for c in trainer.callbacks if isinstance(c, TimeBudget))
-    assert budget.state_dict() == {"minutes": 0.25, "epochs": 5, "cap": 30}
-    lr = cfg.learning_rate(cfg.batch_size)
-    # Epoch 0 ran on the provisional 30-epoch curve, then the cosine ends at step 15.
-    assert tick.lrs[3] == pytest.approx(lr * (1 + math.cos(math.pi * 3 / 15)) / 2)
-    assert tick.lrs[14] == pytest.approx(lr * (1 + math.cos(math.pi * 14 / 15)) / 2)
-    assert tick.lrs[14] < 0.02 * lr
-
 
 class _Pace(_Tick):
-    """`seconds(epoch)` per step."""
+    """Advances the fake clock by `seconds(epoch)` per training step."""
 
     def __init__(self, clock: _Clock, seconds) -> None:
         super().__init__(clock)
@@ -109,6 +74,29 @@ def _fit_with_pace(cfg, tiny_data_dir, tick) -> pl.Trainer:
     )
     trainer.fit(LitSOLO(cfg), datamodule=SOLODataModule(cfg, root=str(tiny_data_dir)))
     return trainer
+
+
+def test_time_budget_fits_whole_epochs_and_ends_the_cosine_at_the_last_step(
+    tiny_config, tiny_data_dir, monkeypatch, capsys
+):
+    clock = _Clock()
+    monkeypatch.setattr(schedule_module, "time", clock)
+    # Budget 15 s; epoch 0 = 3 steps = 3 s, so 12 s are left: 1 + 12 / 3 = 5 epochs.
+    cfg = tiny_config.replace(
+        max_epochs=30, time_budget_min=0.25, lr_schedule="cosine", warmup_iters=0
+    )
+    tick = _Pace(clock, lambda epoch: 1.0)
+    trainer = _fit_with_pace(cfg, tiny_data_dir, tick)
+
+    assert trainer.current_epoch == 5 and trainer.global_step == 15
+    assert "training 5 epochs = 15 steps" in capsys.readouterr().out
+    budget = next(c for c in trainer.callbacks if isinstance(c, TimeBudget))
+    assert budget.state_dict() == {"minutes": 0.25, "epochs": 5, "cap": 30}
+    lr = cfg.learning_rate(cfg.batch_size)
+    # Epoch 0 ran on the provisional 30-epoch curve, then the cosine ends at step 15.
+    assert tick.lrs[3] == pytest.approx(lr * (1 + math.cos(math.pi * 3 / 15)) / 2)
+    assert tick.lrs[14] == pytest.approx(lr * (1 + math.cos(math.pi * 14 / 15)) / 2)
+    assert tick.lrs[14] < 0.02 * lr
 
 
 def test_time_budget_gains_epochs_when_epoch_0_was_slow(
