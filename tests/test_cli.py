@@ -161,9 +161,12 @@ def test_two_process_ddp_on_cpu_ends_with_identical_weights(tmp_path, tiny_confi
 def test_ddp_predict_writes_one_results_file_equal_to_a_single_process_run(
     tmp_path, tiny_config, tiny_data_dir
 ):
-    # Untrained weights (seeded, so the same in both runs): keep every cell and score.
+    # Untrained weights (seeded, so the same in both runs): keep every cell and score;
+    # untrained masks sit at the prior 0.01, so a mask threshold below it keeps them.
     # 3 validation images on 2 ranks: the sampler repeats one, which must count once.
-    cfg = tiny_config.replace(score_threshold=0.0, update_threshold=0.0, val_fraction=0.25)
+    cfg = tiny_config.replace(
+        score_threshold=0.0, mask_threshold=0.005, update_threshold=0.0, val_fraction=0.25
+    )
     config = _write_config(tmp_path, cfg, tiny_data_dir)
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     _finish(_solo("predict", "--config", str(config), f"--predict_output.output_dir={single}"))

@@ -161,7 +161,7 @@ def test_a_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
             raise RuntimeError("disk on fire")
         return render_image(seed, index)
 
-    monkeypatch.setattr(synthetic, "render_image", broken)
+    monkeypatch.setattr(synthetic.cache, "render_image", broken)  # as write_dataset sees it
     with pytest.raises(RuntimeError, match="disk on fire"):
         write_dataset(tmp_path / "out", num_images=4, seed=0)
     assert list(tmp_path.iterdir()) == []
