@@ -195,15 +195,14 @@ def format_training_log(metrics: dict[str, list[tuple[int, int, float]]]) -> str
     for key, column in names.items():
         for epoch, _, value in metrics.get(key, []):
             by_epoch.setdefault(epoch, {})[column] = value
+    layout = (("minutes", 7, 1), ("train", 10, 3), ("val", 8, 3))
+    layout += (("AP", 5, 3), ("AP50", 5, 3), ("AP75", 5, 3))
     lines = ["epoch  minutes  train loss  val loss     AP   AP50   AP75"]
     for epoch in sorted(by_epoch):
         row = by_epoch[epoch]
-
-        def cell(column: str, width: int, digits: int, row: dict = row) -> str:
-            return f"{row[column]:{width}.{digits}f}" if column in row else f"{'-':>{width}}"
-
-        lines.append(
-            f"{epoch:5d}  {cell('minutes', 7, 1)}  {cell('train', 10, 3)}  {cell('val', 8, 3)}"
-            f"  {cell('AP', 5, 3)}  {cell('AP50', 5, 3)}  {cell('AP75', 5, 3)}"
-        )
+        cells = [
+            f"{row[column]:{width}.{digits}f}" if column in row else f"{'-':>{width}}"
+            for column, width, digits in layout
+        ]
+        lines.append(f"{epoch:5d}  " + "  ".join(cells))
     return "\n".join(lines)

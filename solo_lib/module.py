@@ -85,8 +85,9 @@ class LitSOLO(pl.LightningModule):
 
     Logged metrics: ``train/{loss,focal,dice}`` (per step and per epoch),
     ``val/{loss,focal,dice}``, the mask mAP ``val/{AP,AP50,AP75}`` plus
-    ``val/AP_<class name>``, and ``time/minutes`` since training started. Mask mAP is computed on epochs 0, k, 2k, ... for
-    k = ``config.map_every_n_epochs``, and on the last epoch: from the first
+    ``val/AP_<class name>``, and ``time/minutes`` since training started. Mask mAP
+    is computed on epochs 0, k, 2k, ... for k = ``config.map_every_n_epochs``, and on
+    the last epoch: from the first
     validation on, a checkpoint callback that monitors ``val/AP`` finds a value.
     """
 
@@ -105,6 +106,7 @@ class LitSOLO(pl.LightningModule):
 
     # --- training and validation ---------------------------------------------
     def _losses(self, images: Tensor, targets: list[dict[str, Tensor]]) -> tuple[dict, SOLOOutput]:
+        """`batch_losses` of this module's network: the one step both stages share."""
         return batch_losses(self.model, images, targets, self.cfg)
 
     def _check_finite(self, losses: dict[str, Tensor], stage: str, batch_idx: int) -> None:
@@ -193,7 +195,7 @@ class LitSOLO(pl.LightningModule):
         """A `TimeBudget` when ``config.time_budget_min`` is set: epochs fitted to the budget."""
         if self.cfg.time_budget_min is None:
             return []
-        return [TimeBudget(self.cfg.time_budget_min)]
+        return [TimeBudget(self.cfg.time_budget_min, max_epochs=self.cfg.max_epochs)]
 
     def configure_gradient_clipping(
         self,

@@ -66,8 +66,7 @@ class TimeBudget(pl.Callback):
     """Train as many whole epochs as fit in `minutes` of wall time, counted from now.
 
     After epoch 0 (its training and its validation) the number of epochs becomes
-    ``1 + floor(time left / duration of epoch 0)``, at most the trainer's
-    ``max_epochs``, and the module's `LRSchedule` is stretched to that many steps.
+    ``1 + floor(time left / duration of epoch 0)``, at most `max_epochs`, and the module's `LRSchedule` is stretched to that many steps.
     Every later epoch end checks the plan again at the pace of the epoch just ended:
     epoch 0 is slow (data generation, first-call overheads), so the run usually gains
     an epoch or two once the pace is known; should the machine slow down (other work
@@ -76,16 +75,17 @@ class TimeBudget(pl.Callback):
     checkpoints: a resumed run keeps it.
     """
 
-    def __init__(self, minutes: float) -> None:
+    def __init__(self, minutes: float, max_epochs: int) -> None:
         if not minutes > 0:
             raise ValueError(f"time budget must be positive minutes, got {minutes}")
+        if max_epochs < 1:
+            raise ValueError(f"time budget: max_epochs must be >= 1, got {max_epochs}")
         self.minutes = float(minutes)
+        self.max_epochs = int(max_epochs)
         self.start = time.monotonic()
         self.epoch_start: float | None = None
         self.epochs: int | None = None
         """The number of epochs chosen (None before the end of epoch 0)."""
-        self.cap: int | None = None
-        """The trainer's own ``max_epochs``, the most epochs the budget may give."""
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.epochs is not None:  # resumed from a checkpoint: keep the earlier choice
@@ -101,14 +101,11 @@ class TimeBudget(pl.Callback):
         epoch_s = now - self.epoch_start
         left_s = self.minutes * 60 - (now - self.start)
         done = trainer.current_epoch + 1  # epochs finished, this one included
-        fit = done + max(0, math.floor(left_s / epoch_s))
-        cap = self.cap if self.cap is not None else trainer.max_epochs
-        fit = max(done, min(cap if cap and cap > 0 else 10**6, fit))
+        fit = max(done, min(self.max_epochs, done + math.floor(max(0.0, left_s) / epoch_s)))
         if fit == self.epochs:
             return
         if self.epochs is None:
             reason = f"epoch 0 took {epoch_s:.0f} s"
-            self.cap = trainer.max_epochs
         elif fit < self.epochs:
             reason = f"the machine slowed down: epoch {done - 1} took {epoch_s:.0f} s"
         else:
@@ -144,8 +141,7 @@ class TimeBudget(pl.Callback):
             scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
 
     def state_dict(self) -> dict:
-        return {"minutes": self.minutes, "epochs": self.epochs, "cap": self.cap}
+        return {"minutes": self.minutes, "epochs": self.epochs}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.epochs = state_dict.get("epochs")
-        self.cap = state_dict.get("cap")

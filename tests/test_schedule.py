@@ -91,7 +91,8 @@ def test_time_budget_fits_whole_epochs_and_ends_the_cosine_at_the_last_step(
     assert trainer.current_epoch == 5 and trainer.global_step == 15
     assert "training 5 epochs = 15 steps" in capsys.readouterr().out
     budget = next(c for c in trainer.callbacks if isinstance(c, TimeBudget))
-    assert budget.state_dict() == {"minutes": 0.25, "epochs": 5, "cap": 30}
+    assert budget.state_dict() == {"minutes": 0.25, "epochs": 5}
+    assert budget.max_epochs == 30  # the config's cap, not the trainer's current plan
     lr = cfg.learning_rate(cfg.batch_size)
     # Epoch 0 ran on the provisional 30-epoch curve, then the cosine ends at step 15.
     assert tick.lrs[3] == pytest.approx(lr * (1 + math.cos(math.pi * 3 / 15)) / 2)
