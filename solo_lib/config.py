@@ -26,6 +26,25 @@ PAPER_SCALE_RANGES: tuple[tuple[float, float], ...] = (
 )
 
 
+#: The fields that define a trained network and the input it expects. A checkpoint
+#: fixes them; every other field (thresholds, schedule, data loading) may change
+#: between training and use (`solo_lib.cli`).
+MODEL_FIELDS = (
+    "num_classes",
+    "class_names",
+    "image_size",
+    "pixel_mean",
+    "pixel_std",
+    "backbone_depth",
+    "backbone_width",
+    "fpn_channels",
+    "head_channels",
+    "num_stacked_convs",
+    "strides",
+    "num_grids",
+)
+
+
 def fast_mode() -> bool:
     """True when ``SOLO_FAST=1``: the test suite's short runs (fewer steps and images)."""
     return os.environ.get("SOLO_FAST", "0") not in ("", "0", "false", "False")
@@ -56,6 +75,9 @@ class SOLOConfig:
 
     # --- model ------------------------------------------------------------
     backbone_depth: int = 50
+    backbone_width: int = 64
+    """Channels of the trunk's first stage (then x2 per stage); 64 is torchvision's ResNet.
+    Other widths only from scratch (`solo_lib.model.backbone.narrow_resnet`)."""
     pretrained: str | None = None
     """None (train from scratch), "imagenet" (torchvision weights) or a path to a state dict."""
     fpn_channels: int = 256
@@ -188,6 +210,23 @@ class SOLOConfig:
         return self.base_lr * total_batch_size / self.base_batch_size
 
     def __post_init__(self) -> None:
+        if isinstance(self.class_names, str):
+            raise ValueError(
+                f"class_names must be a list of names, got the string {self.class_names!r}"
+            )
+        self.class_names = tuple(self.class_names)
+        self.image_size = tuple(self.image_size)
+        self.num_grids = tuple(self.num_grids)
+        self.strides = tuple(self.strides)
+        self.lr_milestones = tuple(self.lr_milestones)
+        self.scale_jitter = tuple(self.scale_jitter)
+        self.pixel_mean = tuple(self.pixel_mean)
+        self.pixel_std = tuple(self.pixel_std)
+        self._check_choices()
+        self._check_ranges()
+
+    def _check_choices(self) -> None:
+        """Errors for settings that must agree with each other or name one of a few choices."""
         n = len(self.num_grids)
         if len(self.strides) != n:
             raise ValueError(f"strides has {len(self.strides)} levels, num_grids has {n}")
@@ -202,14 +241,82 @@ class SOLOConfig:
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
         if self.lr_schedule not in ("step", "cosine"):
             raise ValueError(f"lr_schedule must be 'step' or 'cosine', got {self.lr_schedule!r}")
-        if self.time_budget_min is not None and not self.time_budget_min > 0:
-            raise ValueError(
-                f"time_budget_min must be positive or None, got {self.time_budget_min}"
-            )
         if self.nms_kernel not in ("gaussian", "linear"):
             raise ValueError(f"nms_kernel must be 'gaussian' or 'linear', got {self.nms_kernel!r}")
-        self.class_names = tuple(self.class_names)
-        self.image_size = tuple(self.image_size)
-        self.num_grids = tuple(self.num_grids)
-        self.strides = tuple(self.strides)
-        self.lr_milestones = tuple(self.lr_milestones)
+
+    def _check_ranges(self) -> None:
+        """A clear error, naming the field, for every value outside its range.
+
+        Checked here, when the config is made, rather than where the value is first
+        used (a batch size of 0 would otherwise fail in the data loader, a zero
+        `map_every_n_epochs` only after the first epoch). Comparisons are written so
+        that NaN fails them.
+        """
+        unit = "in [0, 1]"
+        checks: list[tuple[str, bool, str]] = [
+            ("num_classes", self.num_classes >= 1, "at least 1"),
+            (
+                "image_size",
+                len(self.image_size) == 2 and min(self.image_size) > 0,
+                "(H, W), both positive multiples of 32",
+            ),
+            (
+                "pixel_mean",
+                len(self.pixel_mean) == 3 and all(map(math.isfinite, self.pixel_mean)),
+                "three finite numbers (R, G, B)",
+            ),
+            (
+                "pixel_std",
+                len(self.pixel_std) == 3 and all(s > 0 for s in self.pixel_std),
+                "three positive numbers (R, G, B)",
+            ),
+            ("hflip_prob", 0 <= self.hflip_prob <= 1, unit),
+            (
+                "scale_jitter",
+                len(self.scale_jitter) == 2 and 0 < self.scale_jitter[0] <= self.scale_jitter[1],
+                "(low, high) with 0 < low <= high",
+            ),
+            ("val_fraction", 0 < self.val_fraction < 1, "between 0 and 1 (exclusive)"),
+            ("batch_size", self.batch_size >= 1, "at least 1"),
+            ("num_workers", self.num_workers >= 0, "0 or more"),
+            ("backbone_width", self.backbone_width >= 8, "at least 8"),
+            ("fpn_channels", self.fpn_channels >= 1, "at least 1"),
+            (
+                "head_channels",
+                self.head_channels >= 32 and self.head_channels % 32 == 0,
+                "a positive multiple of 32 (GroupNorm(32))",
+            ),
+            ("num_stacked_convs", self.num_stacked_convs >= 1, "at least 1"),
+            ("strides", all(s >= 1 for s in self.strides), "positive"),
+            ("num_grids", all(s >= 1 for s in self.num_grids), "positive"),
+            ("center_epsilon", 0 < self.center_epsilon <= 1, "in (0, 1]"),
+            ("focal_alpha", 0 <= self.focal_alpha <= 1, unit),
+            ("focal_gamma", self.focal_gamma >= 0, "0 or more"),
+            ("cate_loss_weight", self.cate_loss_weight >= 0, "0 or more"),
+            ("mask_loss_weight", self.mask_loss_weight >= 0, "0 or more"),
+            ("score_threshold", 0 <= self.score_threshold <= 1, unit),
+            ("mask_threshold", 0 <= self.mask_threshold <= 1, unit),
+            ("update_threshold", 0 <= self.update_threshold <= 1, unit),
+            ("nms_pre", self.nms_pre >= 1, "at least 1"),
+            ("max_per_img", self.max_per_img >= 1, "at least 1"),
+            ("nms_sigma", self.nms_sigma > 0, "positive"),
+            ("base_lr", 0 < self.base_lr < math.inf, "a positive number"),
+            ("base_batch_size", self.base_batch_size >= 1, "at least 1"),
+            ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
+            ("weight_decay", 0 <= self.weight_decay < math.inf, "0 or more"),
+            ("max_epochs", self.max_epochs >= 1, "at least 1"),
+            (
+                "time_budget_min",
+                self.time_budget_min is None or 0 < self.time_budget_min < math.inf,
+                "positive or None",
+            ),
+            ("lr_milestones", all(m >= 0 for m in self.lr_milestones), "epochs, 0 or more"),
+            ("lr_gamma", self.lr_gamma > 0, "positive"),
+            ("warmup_iters", self.warmup_iters >= 0, "0 or more"),
+            ("warmup_ratio", 0 < self.warmup_ratio <= 1, "in (0, 1]"),
+            ("grad_clip_norm", self.grad_clip_norm > 0, "positive"),
+            ("map_every_n_epochs", self.map_every_n_epochs >= 1, "at least 1"),
+        ]
+        for field, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"{field} must be {expected}, got {getattr(self, field)!r}")

@@ -203,6 +203,38 @@ def _box_outside(arr):
     arr[6][0, 2] = 402.5
 
 
+def _set_box(index, value):
+    def edit(arr):
+        arr[6] = arr[6].copy()
+        arr[6][0, index] = value
+
+    return edit
+
+
+def _float_masks(d, soften):
+    """The masks rewritten as float32 with `soften` applied to mask 3 (of image 0 or 1)."""
+    with h5py.File(d / MASKS_FILE) as f:
+        data = f["data"][:].astype(np.float32)
+    data[3] = soften(data[3])
+    _rewrite_h5(d / MASKS_FILE, data)
+
+
+class _Payload:
+    """A pickle that runs code when loaded: it would create the file `marker`."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _pickled_payload(d):
+    arr = np.empty(10, dtype=object)
+    arr[:] = [_Payload(d / "pwned")] * 10
+    np.save(d / LABELS_FILE, arr, allow_pickle=True)
+
+
 BAD_CASES = {
     "missing images": (lambda d: (d / IMAGES_FILE).unlink(), IMAGES_FILE, "not found"),
     "missing masks": (lambda d: (d / MASKS_FILE).unlink(), MASKS_FILE, "not found"),
@@ -241,6 +273,27 @@ BAD_CASES = {
         LABELS_FILE,
         "one per image",
     ),
+    "NaN box": (
+        lambda d: _rewrite_npy(d / BBOXES_FILE, _set_box(3, float("nan"))),
+        BBOXES_FILE,
+        "entry 6, box 0 = .*nan.* not finite",
+    ),
+    "zero-width box": (
+        lambda d: _rewrite_npy(d / BBOXES_FILE, lambda a: _set_box(2, a[6][0, 0])(a)),
+        BBOXES_FILE,
+        "entry 6, box 0 .* is empty",
+    ),
+    "soft float masks": (
+        lambda d: _float_masks(d, lambda m: m * 0.4),
+        MASKS_FILE,
+        r"mask 3 \(image \d\) holds values \[0.0, 0.4",
+    ),
+    "NaN float masks": (
+        lambda d: _float_masks(d, lambda m: np.where(m > 0, np.nan, 0)),
+        MASKS_FILE,
+        "mask 3 .* expected binary masks of 0 and 1",
+    ),
+    "pickle payload": (_pickled_payload, LABELS_FILE, "refused to unpickle"),
     "box shape": (
         lambda d: _rewrite_npy(d / BBOXES_FILE, lambda a: a.__setitem__(2, a[2][:, :3])),
         BBOXES_FILE,
@@ -257,3 +310,11 @@ def test_bad_input_raises_a_clear_error(copy_dir, case):
         CIS680Dataset(copy_dir, SOLOConfig.cpu())
     assert file_name in str(info.value)
     assert isinstance(info.value, ValueError)
+    assert not (copy_dir / "pwned").exists()  # no pickled code ran
+
+
+def test_float_masks_of_zeros_and_ones_are_accepted(copy_dir, data_dir):
+    _float_masks(copy_dir, lambda m: m)
+    _, ours = CIS680Dataset(copy_dir, SOLOConfig.cpu()).load_raw(0)
+    _, stored = CIS680Dataset(data_dir, SOLOConfig.cpu()).load_raw(0)
+    assert torch.equal(ours["masks"], stored["masks"])

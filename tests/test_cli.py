@@ -196,3 +196,58 @@ def test_ddp_predict_writes_one_results_file_equal_to_a_single_process_run(
     names = sorted(p.name for p in (ddp / "overlays").iterdir())
     assert names == sorted(p.name for p in (single / "overlays").iterdir())
     assert len(names) == 3
+
+
+def _parsed_with_checkpoint(tmp_path, monkeypatch, stored, yaml_cfg, data_dir, *args):
+    """The `SOLOConfig` that `validate --ckpt_path` ends up with (nothing is run).
+
+    The checkpoint holds only hyper-parameters: all that `--ckpt_path` parsing reads.
+    """
+    from solo_lib.cli import SOLOCLI
+    from solo_lib.data import SOLODataModule
+
+    ckpt = tmp_path / "stored.ckpt"
+    torch.save({"hyper_parameters": {"config": dataclasses.asdict(stored)}}, ckpt)
+    config = _write_config(tmp_path, yaml_cfg, data_dir)
+    monkeypatch.setattr(SOLOCLI, "_run_subcommand", lambda self, subcommand: None)
+    cli = SOLOCLI(
+        LitSOLO,
+        SOLODataModule,
+        args=["validate", "--config", str(config), "--ckpt_path", str(ckpt), *args],
+    )
+    return cli.model.cfg
+
+
+def test_ckpt_path_gives_the_network_and_the_command_line_the_rest(
+    tmp_path, monkeypatch, tiny_config, tiny_data_dir
+):
+    stored = tiny_config.replace(num_grids=(6, 5, 4, 3, 2), score_threshold=0.1, max_epochs=7)
+    cfg = _parsed_with_checkpoint(
+        tmp_path,
+        monkeypatch,
+        stored,
+        tiny_config,
+        tiny_data_dir,
+        "--model.config.score_threshold=0.7",
+        "--model.config.max_epochs=20",
+    )
+    # Lightning alone would give 0.1 and 7 (the checkpoint's) for both.
+    assert (cfg.score_threshold, cfg.max_epochs) == (0.7, 20)
+    assert cfg.num_grids == (6, 5, 4, 3, 2)  # the trained network's, not the YAML's
+
+
+def test_ckpt_path_with_a_conflicting_network_field_names_both_values(
+    tmp_path, monkeypatch, tiny_config, tiny_data_dir
+):
+    stored = tiny_config.replace(num_grids=(6, 5, 4, 3, 2))
+    with pytest.raises(
+        ValueError, match=r"num_grids \(8, 6, 4, 3, 2\) conflicts .* num_grids \(6, 5"
+    ):
+        _parsed_with_checkpoint(
+            tmp_path,
+            monkeypatch,
+            stored,
+            tiny_config,
+            tiny_data_dir,
+            "--model.config.num_grids=[8, 6, 4, 3, 2]",
+        )

@@ -187,3 +187,57 @@ def test_unknown_category_and_bad_json_are_named(handmade):
     ann_file.write_text("{not json")
     with pytest.raises(DataFormatError, match="instances.json"):
         CocoInstanceDataset(image_dir, ann_file, SOLOConfig.cpu())
+
+
+def _first_annotation(key, value=None):
+    """An edit of the annotation file: annotation 1's `key` set to `value` (None: deleted)."""
+
+    def edit(payload):
+        if value is None:
+            del payload["annotations"][0][key]
+        else:
+            payload["annotations"][0][key] = value
+        return payload
+
+    return edit
+
+
+def _second_rle_size(payload):
+    payload["annotations"][1]["segmentation"]["size"] = [10, 30]
+    return payload
+
+
+def _no_height(payload):
+    del payload["images"][0]["height"]
+    return payload
+
+
+BAD_ANNOTATIONS = {
+    "empty polygon list": (_first_annotation("segmentation", []), "annotation id 1: segmentation"),
+    "empty polygon": (_first_annotation("segmentation", [[]]), "annotation id 1: .*polygons"),
+    "two-point polygon": (_first_annotation("segmentation", [[1, 1, 5, 5]]), "at least 3 points"),
+    "missing segmentation": (
+        _first_annotation("segmentation"),
+        "annotation id 1: segmentation None is neither polygons nor RLE",
+    ),
+    "RLE of another size": (
+        _second_rle_size,
+        r"annotation id 2: RLE size \[10, 30\]; expected \[20, 30\]",
+    ),
+    "unknown image": (_first_annotation("image_id", 99), "annotation id 1 has image_id 99"),
+    "image without height": (_no_height, "lacks 'id', 'height' or 'width'"),
+    "a JSON list": (lambda payload: [], "holds a JSON list; expected a JSON object"),
+    "an empty object": (lambda payload: {}, "no list 'images'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ANNOTATIONS))
+def test_bad_annotations_are_refused_at_construction(handmade, case):
+    """Each of these used to pass construction and fail mid-epoch in pycocotools
+    (or with a bare AssertionError / KeyError): now a DataFormatError names file and id."""
+    image_dir, ann_file, _ = handmade
+    edit, detail = BAD_ANNOTATIONS[case]
+    ann_file.write_text(json.dumps(edit(json.loads(ann_file.read_text()))))
+    with pytest.raises(DataFormatError, match=detail) as info:
+        CocoInstanceDataset(image_dir, ann_file, SOLOConfig.cpu())
+    assert "instances.json" in str(info.value)

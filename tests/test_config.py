@@ -52,6 +52,21 @@ def test_cpu_preset_derives_its_scale_ranges_from_the_input_height():
         ({"num_grids": (40, 36)}, "strides"),
         ({"nms_kernel": "box"}, "nms_kernel"),
         ({"class_names": ("a",)}, "class_names"),
+        # Values that used to be accepted and then failed late (or never):
+        ({"map_every_n_epochs": 0}, "map_every_n_epochs"),
+        ({"base_lr": -0.01}, "base_lr"),
+        ({"base_lr": float("nan")}, "base_lr"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"val_fraction": 1.5}, "val_fraction"),
+        ({"image_size": (0, 0)}, "image_size"),
+        ({"pixel_std": (0.0, 0.2, 0.2)}, "pixel_std"),
+        ({"score_threshold": 1.5}, "score_threshold"),
+        ({"mask_threshold": float("nan")}, "mask_threshold"),
+        ({"scale_jitter": (1.0, 0.8)}, "scale_jitter"),
+        ({"head_channels": 48}, "head_channels"),
+        ({"time_budget_min": 0}, "time_budget_min"),
+        ({"warmup_ratio": 0}, "warmup_ratio"),
+        ({"class_names": "car", "num_classes": 3}, "class_names"),
     ],
 )
 def test_bad_config_is_refused_with_the_field_named(changes, field):

@@ -9,11 +9,13 @@ import pytest
 import torch
 import torchvision
 from torch import nn
+from torchvision.models.resnet import BasicBlock, ResNet
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from solo_lib.config import SOLOConfig
 from solo_lib.data import ImageGeometry
 from solo_lib.model import SOLO, SOLOOutput, build_backbone
+from solo_lib.model.backbone import BASIC_BLOCKS, narrow_resnet
 from solo_lib.model.heads import coord_features
 
 
@@ -218,3 +220,28 @@ def test_predict_post_processes_probabilities_and_restores_mode() -> None:
 def test_resnet10_has_no_imagenet_weights_and_says_so() -> None:
     with pytest.raises(ValueError, match="no ImageNet weights for ResNet-10"):
         build_backbone(SOLOConfig.cpu().replace(backbone_depth=10, pretrained="imagenet"))
+
+
+@pytest.mark.parametrize("depth, blocks", [(10, [1, 1, 1, 1]), (18, [2, 2, 2, 2])])
+def test_narrow_resnet_at_width_64_is_torchvisions_resnet(depth, blocks) -> None:
+    """torchvision's ResNet is the oracle: the same layers, names and shapes, at width 64."""
+    ours = narrow_resnet(64, BASIC_BLOCKS[depth]).state_dict()
+    theirs = ResNet(BasicBlock, blocks).state_dict()
+    theirs = {k: v for k, v in theirs.items() if not k.startswith("fc.")}
+    assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
+
+
+def test_narrow_backbone_halves_every_stage() -> None:
+    cfg = SOLOConfig.cpu().replace(backbone_width=32)
+    trunk = build_backbone(cfg).fpn.body
+    widths = [trunk[f"layer{i}"][-1].conv2.out_channels for i in range(1, 5)]
+    assert widths == [32, 64, 128, 256]
+    features = build_backbone(cfg)(torch.randn(1, 3, *cfg.image_size))
+    assert [tuple(f.shape[1:]) for f in features] == [
+        (cfg.fpn_channels, *cfg.feature_size(level)) for level in range(cfg.num_levels)
+    ]
+
+
+def test_narrow_backbone_refuses_pretrained_weights() -> None:
+    with pytest.raises(ValueError, match="backbone_width 32 needs a ResNet trained from scratch"):
+        build_backbone(SOLOConfig.cpu().replace(backbone_width=32, pretrained="imagenet"))

@@ -22,6 +22,7 @@ their own handles, and open handles are never pickled.
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -64,14 +65,66 @@ def _h5_shape(path: Path, ndim: int, form: str) -> tuple[tuple[int, ...], np.dty
         return tuple(ds.shape), ds.dtype
 
 
+#: What a pickled object array of numpy arrays refers to (numpy 1.x files say
+#: ``numpy.core``, numpy 2.x files ``numpy._core``); nothing else may be unpickled.
+NUMPY_PICKLE_GLOBALS = frozenset(
+    {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"),  # bytes in protocol-2 pickles
+    }
+)
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """An unpickler that builds numpy arrays and dtypes, and refuses every other object.
+
+    A plain ``np.load(allow_pickle=True)`` runs whatever a pickle asks for (its
+    ``__reduce__``), so a crafted labels file could run code before any check.
+    """
+
+    def find_class(self, module: str, name: str) -> object:
+        if module.startswith("numpy.core"):
+            module = "numpy._core" + module[len("numpy.core") :]
+        if (module, name) not in NUMPY_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"refused to unpickle {module}.{name}")
+        return super().find_class(module, name)
+
+
 def _load_object_array(path: Path) -> np.ndarray:
-    """Load a .npy of per-image arrays. It is a pickle: only load files you trust."""
+    """Load a .npy of per-image arrays: numpy's format, object arrays unpickled safely.
+
+    The .npy magic and header are checked first; an object array (a pickle) is then
+    read with `_NumpyOnlyUnpickler`, which builds numpy arrays and nothing else.
+    """
     if not path.is_file():
         raise DataFormatError(f"{path}: file not found (expected one of the four CIS 680 files)")
     try:
-        data = np.load(path, allow_pickle=True)
-    except Exception as err:  # numpy raises ValueError, OSError, EOFError or UnpicklingError
-        raise DataFormatError(f"{path}: not a readable .npy file: {err}") from err
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            _, _, dtype = read_header(f)
+            if dtype.hasobject:
+                data = _NumpyOnlyUnpickler(f).load()
+            else:
+                f.seek(0)
+                data = np.load(f, allow_pickle=False)
+    except (ValueError, OSError, EOFError, pickle.UnpicklingError) as err:
+        raise DataFormatError(
+            f"{path}: not a readable .npy file of numpy arrays ({err}); expected an array with "
+            "one entry per image, saved with np.save"
+        ) from None
+    if not isinstance(data, np.ndarray):
+        raise DataFormatError(
+            f"{path}: holds a {type(data).__name__}; expected a numpy array, one entry per image"
+        )
     if data.ndim == 0:
         raise DataFormatError(f"{path}: holds a scalar; expected an array with one entry per image")
     return data
@@ -87,9 +140,8 @@ class CIS680Dataset(Dataset):
     `solo_lib.data.transforms`). `image_id` is the index in the FILES, also when
     `indices` selects a subset, so that predictions can be traced back.
 
-    Warning: the two .npy files are object arrays, i.e. Python pickles, and are
-    loaded with `allow_pickle=True`. Unpickling can run arbitrary code: only load
-    files you trust.
+    The two .npy files are object arrays, i.e. Python pickles; they are unpickled
+    with an unpickler that builds numpy arrays and refuses anything else.
 
     Args:
         root: folder holding the four files.
@@ -139,7 +191,7 @@ class CIS680Dataset(Dataset):
                 "with values 0..255"
             )
         n, _, h, w = img_shape
-        mask_shape, _ = _h5_shape(self.masks_path, 3, f"(M, {h}, {w}) binary masks")
+        mask_shape, mask_dtype = _h5_shape(self.masks_path, 3, f"(M, {h}, {w}) binary masks")
         if mask_shape[1:] != (h, w):
             raise DataFormatError(
                 f"{self.masks_path}: key {H5_KEY!r} has shape {mask_shape}; expected (M, {h}, {w}) "
@@ -178,19 +230,21 @@ class CIS680Dataset(Dataset):
                     f"x1 y1 x2 y2, one box per label in {LABELS_FILE}"
                 )
             tol = box_tolerance
-            bad = (
-                (boxes[:, 0] < -tol)
-                | (boxes[:, 1] < -tol)
-                | (boxes[:, 2] > w + tol)
-                | (boxes[:, 3] > h + tol)
-                | (boxes[:, 2] < boxes[:, 0])
-                | (boxes[:, 3] < boxes[:, 1])
+            # Written as "good" so that NaN (every comparison false) counts as bad.
+            good = (
+                (boxes[:, 0] >= -tol)
+                & (boxes[:, 1] >= -tol)
+                & (boxes[:, 2] <= w + tol)
+                & (boxes[:, 3] <= h + tol)
+                & (boxes[:, 2] > boxes[:, 0])
+                & (boxes[:, 3] > boxes[:, 1])
             )
-            if bad.any():
-                j = int(np.flatnonzero(bad)[0])
+            if not good.all():
+                j = int(np.flatnonzero(~good)[0])
                 raise DataFormatError(
-                    f"{bboxes_path}: entry {i}, box {j} = {boxes[j].tolist()} lies outside the {w}x{h} image; "
-                    f"expected x1 <= x2 in [0, {w}] and y1 <= y2 in [0, {h}] (tolerance {tol} px)"
+                    f"{bboxes_path}: entry {i}, box {j} = {boxes[j].tolist()} is empty, not finite "
+                    f"or outside the {w}x{h} image; expected x1 < x2 in [0, {w}] and y1 < y2 in "
+                    f"[0, {h}] (tolerance {tol} px)"
                 )
             self.labels.append(labels)
             self.boxes.append(boxes)
@@ -203,6 +257,26 @@ class CIS680Dataset(Dataset):
                 f"{self.offsets[-1]}, the sum of the label counts in {LABELS_FILE}"
             )
         self.source_size = (h, w)
+        if np.issubdtype(mask_dtype, np.floating):
+            self._check_float_masks()
+
+    def _check_float_masks(self) -> None:
+        """Float masks must hold 0 and 1 only: soft or NaN masks would silently binarise
+        to nothing. Read in chunks here, once, so that a bad file fails before training."""
+        with _open_h5(self.masks_path) as f:
+            masks = f[H5_KEY]
+            for start in range(0, masks.shape[0], 64):
+                chunk = np.asarray(masks[start : start + 64])
+                bad = ~((chunk == 0) | (chunk == 1)).reshape(len(chunk), -1).all(axis=1)
+                if bad.any():
+                    j = start + int(np.flatnonzero(bad)[0])
+                    image = int(np.searchsorted(self.offsets, j, side="right")) - 1
+                    values = np.unique(np.asarray(masks[j]))
+                    raise DataFormatError(
+                        f"{self.masks_path}: mask {j} (image {image}) holds values "
+                        f"{values[:5].tolist()}...; expected binary masks of 0 and 1 "
+                        "(threshold soft masks before saving them)"
+                    )
 
     # ----------------------------------------------------------------- h5 handles
     def _files(self) -> tuple[h5py.File, h5py.File]:
@@ -249,7 +323,7 @@ class CIS680Dataset(Dataset):
             raise DataFormatError(
                 f"{self.images_path}: image {index} has values {image.min()}..{image.max()}; expected 0..255"
             )
-        binary = mask >= 0.5 if np.issubdtype(mask.dtype, np.floating) else mask != 0
+        binary = mask != 0  # float masks are checked to hold 0 and 1 only (_check_float_masks)
         target = {
             "labels": torch.from_numpy(self.labels[index].copy()),
             "masks": torch.from_numpy(binary.astype(np.uint8)),

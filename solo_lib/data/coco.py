@@ -33,6 +33,7 @@ from torch.utils.data import Dataset
 from solo_lib.atomic import atomic_directory
 from solo_lib.config import SOLOConfig
 from solo_lib.data.errors import DataFormatError
+from solo_lib.data.images import read_rgb
 from solo_lib.data.transforms import PairTransform, build_transforms
 
 ANNOTATION_FILE = "annotations.json"
@@ -50,6 +51,78 @@ def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
         if cols.size:
             boxes[j] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
     return boxes
+
+
+def load_coco(annotation_file: Path) -> COCO:
+    """A pycocotools `COCO` index of `annotation_file`, after checking its top-level form.
+
+    pycocotools itself answers a JSON list with a bare ``AssertionError`` and a file
+    without ``images`` with a ``KeyError`` much later; here both name the file and the
+    expected form.
+    """
+    try:
+        dataset = json.loads(annotation_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataFormatError(f"{annotation_file}: not a readable JSON file ({err})") from None
+    expected = "a JSON object with the lists 'images', 'annotations' and 'categories'"
+    if not isinstance(dataset, dict):
+        raise DataFormatError(
+            f"{annotation_file}: holds a JSON {type(dataset).__name__}; expected {expected}"
+        )
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(dataset.get(key), list):
+            raise DataFormatError(f"{annotation_file}: no list {key!r}; expected {expected}")
+    for info in dataset["images"]:
+        if not isinstance(info, dict) or not {"id", "height", "width"} <= info.keys():
+            raise DataFormatError(
+                f"{annotation_file}: image entry {str(info)[:80]} lacks 'id', 'height' or "
+                "'width'; every image needs all three (masks are decoded at that size)"
+            )
+    coco = COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco.createIndex()
+    return coco
+
+
+def check_segmentation(ann: dict, images: dict[int, dict], annotation_file: Path) -> None:
+    """Refuse an annotation whose segmentation pycocotools would fail on, or decode to nothing.
+
+    Accepted forms: polygons (a non-empty list of lists of at least 6 finite numbers,
+    x y pairs), uncompressed RLE (``counts`` a list) and compressed RLE (``counts`` a
+    string), both with ``size`` equal to the image's [height, width].
+    """
+    where = f"{annotation_file}: annotation id {ann.get('id')}"
+    info = images.get(ann.get("image_id"))
+    if info is None:
+        raise DataFormatError(
+            f"{where} has image_id {ann.get('image_id')!r}, which is not in 'images'"
+        )
+    segm = ann.get("segmentation")
+    if isinstance(segm, list):
+        polygons_ok = bool(segm) and all(
+            isinstance(poly, list)
+            and len(poly) >= 6
+            and len(poly) % 2 == 0
+            and all(isinstance(v, int | float) and np.isfinite(v) for v in poly)
+            for poly in segm
+        )
+        if not polygons_ok:
+            raise DataFormatError(
+                f"{where}: segmentation {str(segm)[:60]} is not a list of polygons; expected "
+                "[[x1, y1, x2, y2, x3, y3, ...], ...] with at least 3 points each"
+            )
+        return
+    size = [info["height"], info["width"]]
+    if not isinstance(segm, dict) or "counts" not in segm or "size" not in segm:
+        raise DataFormatError(
+            f"{where}: segmentation {str(segm)[:60]} is neither polygons nor RLE; expected "
+            "a list of polygons or {'size': [height, width], 'counts': ...}"
+        )
+    if list(segm["size"]) != size:
+        raise DataFormatError(
+            f"{where}: RLE size {segm['size']}; expected {size}, the size of image id {info['id']}"
+        )
 
 
 class CocoInstanceDataset(Dataset):
@@ -86,14 +159,7 @@ class CocoInstanceDataset(Dataset):
             raise DataFormatError(
                 f"{self.annotation_file}: annotation file not found (expected a COCO json)"
             )
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-                self.coco = COCO(str(self.annotation_file))
-        except (ValueError, KeyError, TypeError) as err:
-            raise DataFormatError(
-                f"{self.annotation_file}: not a COCO instances file (expected json with 'images', "
-                f"'annotations', 'categories'): {err!r}"
-            ) from err
+        self.coco = load_coco(self.annotation_file)
         cat_ids = sorted(self.coco.getCatIds())
         if len(cat_ids) != cfg.num_classes:
             raise DataFormatError(
@@ -115,12 +181,13 @@ class CocoInstanceDataset(Dataset):
                 raise DataFormatError(
                     f"{path}: image file not found (image id {img_id} in {self.annotation_file})"
                 )
-        for ann in self.coco.dataset.get("annotations", []):
+        for ann in self.coco.dataset["annotations"]:
             if ann.get("category_id") not in self.cat_to_label:
                 raise DataFormatError(
                     f"{self.annotation_file}: annotation id {ann.get('id')} has category_id "
                     f"{ann.get('category_id')!r}; expected one of {cat_ids}"
                 )
+            check_segmentation(ann, self.coco.imgs, self.annotation_file)
         n = len(self.coco_ids)
         self.indices = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64)
         if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= n):
@@ -142,8 +209,7 @@ class CocoInstanceDataset(Dataset):
         img_id = self.coco_ids[index]
         info = self.coco.imgs[img_id]
         path = self.image_dir / info["file_name"]
-        with Image.open(path) as pil:
-            image = np.asarray(pil.convert("RGB"))
+        image = read_rgb(path)
         h, w = image.shape[:2]
         if (info.get("height", h), info.get("width", w)) != (h, w):
             raise DataFormatError(

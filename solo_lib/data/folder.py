@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from solo_lib.config import SOLOConfig
 from solo_lib.data.errors import DataFormatError
 from solo_lib.data.geometry import ImageGeometry
+from solo_lib.data.images import read_rgb
 from solo_lib.data.transforms import Compose, Normalize, ToFloatImage
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -45,13 +44,7 @@ class ImageFolderDataset(Dataset):
 
     def load_image(self, i: int) -> Tensor:
         """Image `i` as uint8 (3, H0, W0) RGB."""
-        path = self.files[i]
-        try:
-            with Image.open(path) as img:
-                array = np.asarray(img.convert("RGB"))
-        except OSError as err:
-            raise DataFormatError(f"{path}: cannot be read as an image ({err})") from None
-        return torch.from_numpy(array.copy()).permute(2, 0, 1)
+        return torch.from_numpy(read_rgb(self.files[i])).permute(2, 0, 1)
 
     def __getitem__(self, i: int) -> tuple[Tensor, dict]:
         """``(image, meta)``: the input image and ``{"image_id", "file_name", "geometry"}``."""

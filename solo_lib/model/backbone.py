@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
+from collections import OrderedDict
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -31,6 +32,9 @@ from torchvision.models.resnet import BasicBlock, ResNet
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from solo_lib.config import SOLOConfig
+
+#: Blocks per stage of the ResNets built here rather than by torchvision (basic blocks).
+BASIC_BLOCKS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 
 #: ResNet depths, with the name of their ImageNet weights enum in torchvision (None: no
 #: weights). ResNet-10 is ResNet-18 with one basic block per stage instead of two: half
@@ -55,14 +59,14 @@ class SOLOBackbone(nn.Module):
 
     def __init__(
         self,
-        resnet: torchvision.models.ResNet,
+        resnet: nn.Module,
         fpn_channels: int,
         strides: tuple[int, ...] = (8, 8, 16, 32, 32),
     ) -> None:
         super().__init__()
         self.strides = tuple(strides)
-        # layer1..layer4 end with 64, 128, 256, 512 channels times the block expansion;
-        # after construction `inplanes` holds layer4's width.
+        # layer1..layer4 each double the width; after construction `inplanes` holds
+        # layer4's (torchvision's ResNet and `narrow_resnet` alike).
         in_channels = [resnet.inplanes // 8 * 2**i for i in range(4)]
         self.fpn = BackboneWithFPN(
             resnet,
@@ -98,7 +102,15 @@ def build_backbone(cfg: SOLOConfig) -> SOLOBackbone:
         raise ValueError(
             f"backbone_depth must be one of {sorted(RESNET_WEIGHTS)}, got {cfg.backbone_depth}"
         )
-    if cfg.pretrained == "imagenet":
+    if cfg.backbone_width != 64:
+        if cfg.backbone_depth not in BASIC_BLOCKS or cfg.pretrained is not None:
+            raise ValueError(
+                f"backbone_width {cfg.backbone_width} needs a ResNet trained from scratch "
+                f"(pretrained None) of depth {sorted(BASIC_BLOCKS)}; got depth "
+                f"{cfg.backbone_depth}, pretrained {cfg.pretrained!r}"
+            )
+        resnet = narrow_resnet(cfg.backbone_width, BASIC_BLOCKS[cfg.backbone_depth])
+    elif cfg.pretrained == "imagenet":
         resnet = _imagenet_resnet(cfg.backbone_depth)
     else:
         if cfg.backbone_depth == 10:
@@ -109,6 +121,42 @@ def build_backbone(cfg: SOLOConfig) -> SOLOBackbone:
         if cfg.pretrained is not None:
             load_resnet_state_dict(resnet, cfg.pretrained)
     return SOLOBackbone(resnet, cfg.fpn_channels, cfg.strides)
+
+
+def narrow_resnet(width: int, blocks: tuple[int, ...]) -> nn.Sequential:
+    """A ResNet trunk of basic blocks whose stages are `width`, 2, 4 and 8 x `width` wide.
+
+    torchvision's ResNet is fixed at 64, 128, 256, 512 channels; at 32 the convolutions
+    cost a quarter of that, which is what a 20-minute CPU run needs more than ImageNet
+    capacity. Built from torchvision's `BasicBlock`, with torchvision's layer names
+    (conv1, bn1, relu, maxpool, layer1..layer4), so `BackboneWithFPN` takes it as it is.
+    The classifier is left out; `inplanes` holds layer4's width, as in torchvision.
+    """
+    layers: OrderedDict[str, nn.Module] = OrderedDict(
+        conv1=nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False),
+        bn1=nn.BatchNorm2d(width),
+        relu=nn.ReLU(inplace=True),
+        maxpool=nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+    )
+    inplanes = width
+    for stage, count in enumerate(blocks):
+        planes, stride = width * 2**stage, 1 if stage == 0 else 2
+        downsample = None
+        if stride != 1 or inplanes != planes:
+            downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes),
+            )
+        stage_blocks = [BasicBlock(inplanes, planes, stride, downsample)]
+        stage_blocks += [BasicBlock(planes, planes) for _ in range(count - 1)]
+        layers[f"layer{stage + 1}"] = nn.Sequential(*stage_blocks)
+        inplanes = planes
+    trunk = nn.Sequential(layers)
+    trunk.inplanes = inplanes
+    for module in trunk.modules():  # torchvision's ResNet initialisation
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    return trunk
 
 
 def _imagenet_resnet(depth: int) -> torchvision.models.ResNet:

@@ -69,11 +69,7 @@ class SOLOHead(nn.Module):
 
     def __init__(self, cfg: SOLOConfig, in_channels: int) -> None:
         super().__init__()
-        channels = cfg.head_channels
-        if channels % 32:
-            raise ValueError(
-                f"head_channels must be a multiple of 32 (GroupNorm(32)), got {channels}"
-            )
+        channels = cfg.head_channels  # a multiple of 32 for GroupNorm(32): SOLOConfig checks
         self.num_grids = cfg.num_grids
         self.cate_convs = _conv_stack(in_channels, channels, cfg.num_stacked_convs)
         self.cate_out = nn.Conv2d(channels, cfg.num_classes, 3, padding=1)
