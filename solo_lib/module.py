@@ -176,6 +176,8 @@ class LitSOLO(pl.LightningModule):
     def predict_step(self, batch: Batch, batch_idx: int) -> tuple[Tensor, list[dict], list[dict]]:
         """(images, targets, predictions): one dict per image with ``masks``, ``labels``, ``scores``."""
         images, targets = batch
+        if not targets:  # every file of the batch was unreadable (skipped by `collate`)
+            return images, targets, []
         return images, targets, self.model.predict(images, targets)
 
     # --- optimisation ----------------------------------------------------------

@@ -262,6 +262,10 @@ def _geometry(meta: dict, index: int) -> ImageGeometry:
     return geometry
 
 
+#: Float32 pixels mapped back to the original size at once (64 Mi: 256 MB).
+ORIGINAL_CHUNK_PIXELS = 2**26
+
+
 def masks_to_original(
     masks: Tensor, geometry: ImageGeometry, cfg: SOLOConfig, mask_threshold: float | None = None
 ) -> Tensor:
@@ -269,9 +273,16 @@ def masks_to_original(
 
     `ImageGeometry.to_original` undoes the input layout (resize to the input size, crop
     the padding, undo a flip, resize to the original size); the result is thresholded.
+    A few masks at a time, so that the float32 maps in between stay near
+    `ORIGINAL_CHUNK_PIXELS` (100 masks of a 24-megapixel photo would need 9.6 GB at once).
     """
     threshold = cfg.mask_threshold if mask_threshold is None else mask_threshold
-    return geometry.to_original(masks) > threshold
+    h0, w0 = geometry.orig_size
+    out = torch.empty((masks.shape[0], h0, w0), dtype=torch.bool, device=masks.device)
+    step = max(1, ORIGINAL_CHUNK_PIXELS // (h0 * w0))
+    for start in range(0, masks.shape[0], step):
+        out[start : start + step] = geometry.to_original(masks[start : start + step]) > threshold
+    return out
 
 
 def _check_levels(category_probs: Sequence[Tensor], mask_probs: Sequence[Tensor], metas, cfg):

@@ -7,6 +7,11 @@
   ``image_id``, ``category_id``, ``segmentation`` (RLE) and ``score``;
 - ``overlays/<name>.png``: each image with its class-coloured masks.
 
+Results are also appended, batch by batch, to ``results.rank<r>.partial.jsonl`` (one
+JSON entry per line, flushed to disk), so a run that dies half-way loses at most its
+current batch; the file is removed once ``results.json`` is written. Files that cannot
+be read are skipped with a warning and counted in the closing line.
+
 Under DDP each process predicts its share of the images; the writer gathers the
 results on rank 0, which writes the one ``results.json``.
 """
@@ -14,6 +19,7 @@ results on rank 0, which writes the one ``results.json``.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -74,17 +80,28 @@ class PredictionWriter(BasePredictionWriter):
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.results_by_image = {}
+        self.skipped = 0
         (self.output_dir / "overlays").mkdir(parents=True, exist_ok=True)
+        self.partial_file = self.output_dir / f"results.rank{trainer.global_rank}.partial.jsonl"
+        self.partial_file.unlink(missing_ok=True)
 
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
     ) -> None:
         images, targets, predictions = prediction
+        if batch_indices is not None:  # items of the batch that `collate` left out
+            self.skipped += len(batch_indices) - len(targets)
+        batch_results = []
         for image, target, pred in zip(images, targets, predictions, strict=True):
             image_id = int(target["image_id"])
             self.results_by_image[image_id] = to_coco_results(pred, image_id, self.category_ids)
+            batch_results += self.results_by_image[image_id]
             if self.overlays:
                 self._write_overlay(image, target, pred, pl_module.cfg, image_id)
+        with open(self.partial_file, "a") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in batch_results))
+            f.flush()
+            os.fsync(f.fileno())
 
     def _write_overlay(self, image, target, pred, cfg, image_id: int) -> None:
         picture = display_image(image.cpu(), target, cfg)
@@ -98,22 +115,29 @@ class PredictionWriter(BasePredictionWriter):
             fig.savefig(tmp, dpi=100, format="png")
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        by_image = self.results_by_image
+        by_image, skipped = self.results_by_image, self.skipped
         if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
-            gathered: list[dict[int, list[dict[str, Any]]] | None] = [None] * trainer.world_size
-            dist.all_gather_object(gathered, by_image)
-            by_image = {}
-            for part in gathered:
-                for image_id, results in (part or {}).items():
+            gathered: list[tuple[dict[int, list[dict[str, Any]]], int] | None]
+            gathered = [None] * trainer.world_size
+            dist.all_gather_object(gathered, (by_image, skipped))
+            by_image, skipped = {}, 0
+            for part, part_skipped in filter(None, gathered):
+                skipped += part_skipped
+                for image_id, results in part.items():
                     by_image.setdefault(image_id, results)
-        if not trainer.is_global_zero:
-            return
-        results = [r for image_id in sorted(by_image) for r in by_image[image_id]]
-        with atomic_file(self.output_dir / "results.json") as tmp:
-            tmp.write_text(json.dumps(results))
-        print(
-            f"wrote {len(results)} instances of {len(by_image)} images to "
-            f"{self.output_dir / 'results.json'} "
-            f"and overlays to {self.output_dir / 'overlays'}",
-            flush=True,
-        )
+        if trainer.is_global_zero:
+            results = [r for image_id in sorted(by_image) for r in by_image[image_id]]
+            with atomic_file(self.output_dir / "results.json") as tmp:
+                tmp.write_text(json.dumps(results))
+            unreadable = (
+                f"; skipped {skipped} unreadable files (see the warnings)" if skipped else ""
+            )
+            print(
+                f"wrote {len(results)} instances of {len(by_image)} images to "
+                f"{self.output_dir / 'results.json'} "
+                f"and overlays to {self.output_dir / 'overlays'}{unreadable}",
+                flush=True,
+            )
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            dist.barrier()  # results.json is written before any partial file goes
+        self.partial_file.unlink(missing_ok=True)

@@ -5,10 +5,12 @@ import math
 import pytest
 import torch
 
+from solo_lib import postprocess as postprocess_module
 from solo_lib.config import SOLOConfig
 from solo_lib.data import ImageGeometry
 from solo_lib.postprocess import (
     mask_iou,
+    masks_to_original,
     matrix_nms,
     points_nms,
     postprocess,
@@ -274,3 +276,15 @@ def test_postprocess_rejects_wrong_shapes(small_config):
     with pytest.raises(KeyError, match="geometry"):
         add_objects(category, masks, 0)
         postprocess(category, masks, [{"orig_size": (16, 20)}], small_config)
+
+
+def test_masks_go_back_to_the_original_a_few_at_a_time(monkeypatch):
+    """Chunked (as for a photo of many megapixels) equals all at once, flip included."""
+    torch.manual_seed(0)
+    cfg = SOLOConfig.cpu()
+    geometry = ImageGeometry((300, 400), cfg.image_size, (240, 320), flipped=True)
+    masks = torch.rand(7, 64, 88)
+    expected = geometry.to_original(masks) > cfg.mask_threshold
+    monkeypatch.setattr(postprocess_module, "ORIGINAL_CHUNK_PIXELS", 2 * 300 * 400)  # 2 per chunk
+    chunked = masks_to_original(masks, geometry, cfg)
+    assert chunked.dtype == torch.bool and torch.equal(chunked, expected)

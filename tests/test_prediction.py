@@ -71,8 +71,57 @@ def test_image_folder_bad_input_names_the_path(tmp_path, tiny_config):
         ImageFolderDataset(tmp_path / "empty", tiny_config)
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "bad.png").write_bytes(b"not a png")
-    with pytest.raises(DataFormatError, match="bad.png"):
-        ImageFolderDataset(tmp_path / "broken", tiny_config)[0]
+    with pytest.warns(UserWarning, match="skipped: .*bad.png: cannot be read"):
+        image, meta = ImageFolderDataset(tmp_path / "broken", tiny_config)[0]
+    assert image is None and meta["file_name"] == "bad.png"
+
+
+def _eager(cfg):
+    """`cfg` with thresholds low enough that an untrained model predicts instances."""
+    return cfg.replace(score_threshold=0.005, mask_threshold=0.005, update_threshold=1e-6)
+
+
+def _predict(model, folder, out, cfg):
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        callbacks=[PredictionWriter(str(out), overlays=False)],
+    )
+    trainer.predict(model, datamodule=SOLODataModule(cfg, predict_dir=str(folder)))
+
+
+def test_unreadable_files_are_skipped_and_counted(tmp_path, tiny_config, capsys):
+    cfg = _eager(tiny_config).replace(batch_size=2)
+    folder = _write_images(tmp_path / "images", n=3)
+    (folder / "photo_1b.png").write_bytes(b"truncated")  # batch 1: photo_1b, photo_2
+    (folder / "photo_0b.jpg").write_bytes(b"")  # batch 0: photo_0, photo_0b
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="skipped"):
+        _predict(LitSOLO(cfg), folder, tmp_path / "out", cfg)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert {r["image_id"] for r in results} == {0, 2, 4}  # photo_0, photo_1, photo_2
+    summary = capsys.readouterr().out.split("wrote")[-1]
+    assert "of 3 images" in summary and "skipped 2 unreadable files" in summary
+    assert not list((tmp_path / "out").glob("*.partial.jsonl"))
+
+
+class _DiesOnSecondBatch(LitSOLO):
+    def predict_step(self, batch, batch_idx):
+        if batch_idx == 1:
+            raise RuntimeError("killed")
+        return super().predict_step(batch, batch_idx)
+
+
+def test_a_run_that_dies_keeps_the_results_of_its_finished_batches(tmp_path, tiny_config):
+    cfg = _eager(tiny_config).replace(batch_size=2)
+    folder = _write_images(tmp_path / "images", n=4)
+    torch.manual_seed(0)
+    with pytest.raises(RuntimeError, match="killed"):
+        _predict(_DiesOnSecondBatch(cfg), folder, tmp_path / "out", cfg)
+    assert not (tmp_path / "out" / "results.json").exists()
+    kept = (tmp_path / "out" / "results.rank0.partial.jsonl").read_text().splitlines()
+    assert kept and {json.loads(line)["image_id"] for line in kept} == {0, 1}
 
 
 def test_prediction_writer_writes_results_and_overlays(tmp_path, tiny_config):

@@ -17,14 +17,18 @@ FORMATS = ("cis680", "coco")
 
 
 def collate(
-    batch: list[tuple[Tensor, dict[str, Tensor]]],
+    batch: list[tuple[Tensor | None, dict[str, Tensor]]],
 ) -> tuple[Tensor, list[dict[str, Tensor]]]:
     """Stack the (equally padded) images to (B, 3, H, W); keep the targets as a list.
 
-    Targets cannot be stacked: each image has its own number of objects.
+    Targets cannot be stacked: each image has its own number of objects. Items without
+    an image (files a prediction folder could not read) are left out; a batch of only
+    such items gives an empty (0, 3, 0, 0) tensor and no targets.
     """
-    images = torch.stack([image for image, _ in batch])
-    return images, [target for _, target in batch]
+    readable = [(image, target) for image, target in batch if image is not None]
+    if not readable:
+        return torch.empty(0, 3, 0, 0), []
+    return torch.stack([image for image, _ in readable]), [target for _, target in readable]
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:

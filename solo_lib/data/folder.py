@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -46,9 +47,21 @@ class ImageFolderDataset(Dataset):
         """Image `i` as uint8 (3, H0, W0) RGB."""
         return torch.from_numpy(read_rgb(self.files[i])).permute(2, 0, 1)
 
-    def __getitem__(self, i: int) -> tuple[Tensor, dict]:
-        """``(image, meta)``: the input image and ``{"image_id", "file_name", "geometry"}``."""
-        image = self.load_image(i)
+    def __getitem__(self, i: int) -> tuple[Tensor | None, dict]:
+        """``(image, meta)``: the input image and ``{"image_id", "file_name", "geometry"}``.
+
+        A file that cannot be decoded gives ``(None, {"image_id", "file_name"})`` and a
+        warning: one broken file among thousands must not stop a prediction run
+        (`collate` leaves it out; `PredictionWriter` counts it).
+        """
+        try:
+            image = self.load_image(i)
+        except DataFormatError as err:
+            warnings.warn(f"skipped: {err}", stacklevel=2)
+            return None, {
+                "image_id": torch.tensor(i, dtype=torch.int64),
+                "file_name": self.files[i].name,
+            }
         geometry = ImageGeometry.fit(image.shape[-2:], self.image_size)
         pixels, _ = self.normalize(image, {})
         meta = {
