@@ -23,7 +23,9 @@ def atomic_file(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
     Write the file's content to the yielded path (any writer: ``open``, ``torch.save``,
     ``Figure.savefig`` with an explicit format). On an exception the temporary file is
     removed and `path` is left untouched. The temporary name is unique per call, so
-    several processes may write files of one folder at once.
+    several processes may write files of one folder at once. The content is flushed to
+    the disk (fsync) before the rename and the folder after it, so that a power cut
+    cannot leave the new name pointing at data that never reached the disk.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,9 +35,24 @@ def atomic_file(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, mode)  # mkstemp makes it 0600
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    """Flush `path` (a file, or a folder's entries) to the disk; folders only where POSIX allows."""
+    flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() and hasattr(os, "O_DIRECTORY") else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # Windows cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""Checkpoints that are never half-written: save to a temporary file, then rename."""
+"""Checkpoints that are never half-written: save to a temporary file, fsync, then rename."""
 
 from __future__ import annotations
 
@@ -11,15 +11,20 @@ from solo_lib.atomic import atomic_file
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """`TorchCheckpointIO` whose saves are atomic.
+    """`TorchCheckpointIO` whose local saves are atomic and durable.
 
-    A run killed while it writes a checkpoint leaves the previous file intact,
-    so ``--ckpt_path last.ckpt`` always finds a whole checkpoint. (Lightning's own
-    save writes the file in place: a kill in the middle leaves a truncated file.)
+    A run killed (or a machine that loses power) while it writes a checkpoint leaves
+    the previous file intact, so ``--ckpt_path last.ckpt`` always finds a whole
+    checkpoint: `atomic_file` writes a temporary file in the same folder, fsyncs it and
+    renames it. (Lightning's own save commits an fsspec transaction, without fsync.)
+    Remote paths (``s3://``, ``memory://``, ...) are left to Lightning's fsspec save.
     """
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None
     ) -> None:
-        with atomic_file(path) as tmp:
+        if "://" in str(path) and not str(path).startswith("file://"):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        with atomic_file(str(path).removeprefix("file://")) as tmp:
             super().save_checkpoint(checkpoint, tmp, storage_options)
