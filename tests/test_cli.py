@@ -251,3 +251,25 @@ def test_ckpt_path_with_a_conflicting_network_field_names_both_values(
             tiny_data_dir,
             "--model.config.num_grids=[8, 6, 4, 3, 2]",
         )
+
+
+def test_resume_with_more_epochs_trains_them(tmp_path, tiny_config, tiny_data_dir):
+    """`fit --ckpt_path last.ckpt --model.config.max_epochs 2` after a 1-epoch run trains
+    epoch 1. Lightning's own --ckpt_path parsing restored max_epochs 1 from the checkpoint:
+    nothing trained, and printing the summary crashed on a missing best score."""
+    config = _write_config(tmp_path, tiny_config.replace(max_epochs=1), tiny_data_dir)
+    out = _finish(_solo("fit", "--config", str(config)))
+    last = Path(out.split("last checkpoint: ")[1].split()[0])
+    resumed = _finish(
+        _solo(
+            "fit",
+            "--config",
+            str(config),
+            "--ckpt_path",
+            str(last),
+            "--model.config.max_epochs=2",
+        )
+    )
+    assert "trained 2 epochs" in resumed
+    newest = Path(resumed.split("last checkpoint: ")[1].split()[0])
+    assert torch.load(newest, map_location="cpu", weights_only=True)["epoch"] == 1

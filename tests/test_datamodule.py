@@ -91,3 +91,20 @@ def test_coco_format(data_dir, tmp_path):
         SOLODataModule(small_cfg(), root=str(image_dir), format="coco")
     with pytest.raises(ValueError, match="format"):
         SOLODataModule(small_cfg(), format="voc")
+
+
+def test_predicting_on_a_folder_opens_no_data_set(data_dir, tmp_path):
+    """A one-class model predicts on a folder although the default data set has 3 classes
+    (it used to fail: "labels [2, 3]; expected values in 1..1")."""
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.new("RGB", (40, 30)).save(folder / "a.png")
+    cfg = small_cfg(num_classes=1, class_names=("cell",))
+    dm = SOLODataModule(cfg, root=str(data_dir), predict_dir=str(folder))
+    dm.setup("predict")
+    assert dm.train_dataset is None
+    assert [meta["file_name"] for _, metas in dm.predict_dataloader() for meta in metas] == [
+        "a.png"
+    ]

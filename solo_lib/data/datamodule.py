@@ -98,8 +98,12 @@ class SOLODataModule(pl.LightningDataModule):
             ensure_builtin_dataset()
 
     def setup(self, stage: str | None = None) -> None:
-        """Build the train/val split (seeded by `config.seed`); idempotent."""
-        if self.train_dataset is not None:
+        """Build the train/val split (seeded by `config.seed`); idempotent.
+
+        Predicting on a folder (`predict_dir`) needs no data set: none is opened, so a
+        model trained on other data predicts without the built-in set being checked.
+        """
+        if self.train_dataset is not None or (stage == "predict" and self.predict_dir):
             return
         full = self._dataset(train=False)
         n = len(full) if self.max_images is None else min(len(full), self.max_images)
