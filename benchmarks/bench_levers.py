@@ -22,7 +22,6 @@ import argparse
 import itertools
 import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import common
 import torch
@@ -30,22 +29,16 @@ from bench_train import device_batches, quick_config, solo_optimizer, solo_train
 
 from solo_lib.config import SOLOConfig
 from solo_lib.data import ensure_builtin_dataset
+from solo_lib.hardware import cpu_has_bf16
 
 SECTION = "bench_levers"
 LEVERS = ("fp32", "channels_last", "bf16", "resnet18", "strides4")
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has bf16 instructions (avx512_bf16 or AMX), from /proc/cpuinfo."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def lever_config(cfg: SOLOConfig, lever: str) -> SOLOConfig:
     """The preset with `lever`'s change to the model (precision and layout are not config)."""
+    if lever == "channels_last":
+        return cfg.replace(channels_last=True)
     if lever == "resnet18":
         return cfg.replace(backbone_depth=18)
     if lever == "strides4":
@@ -58,12 +51,6 @@ def measure(cfg: SOLOConfig, lever: str, batches: list, steps: int, warmup: int)
     torch.manual_seed(cfg.seed)
     model, optimizer, _ = solo_optimizer(cfg)
     model.train()
-    if lever == "channels_last":
-        model = model.to(memory_format=torch.channels_last)
-        batches = [
-            (images.contiguous(memory_format=torch.channels_last), targets)
-            for images, targets in batches
-        ]
     cycle = itertools.cycle(batches)
 
     def step() -> None:
@@ -88,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     steps, warmup, slow_steps = args.steps, args.warmup, args.slow_steps
-    base = SOLOConfig.cpu()
+    base = SOLOConfig.cpu().replace(channels_last=False)  # each lever changes one thing
     if args.quick:
         base, steps, warmup, slow_steps = quick_config(base), 1, 1, 1
     bf16 = cpu_has_bf16()

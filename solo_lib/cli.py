@@ -24,6 +24,7 @@ from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCL
 
 from solo_lib.config import MODEL_FIELDS
 from solo_lib.data import SOLODataModule
+from solo_lib.hardware import fastest_precision
 from solo_lib.module import LitSOLO
 from solo_lib.prediction import PredictionWriter
 
@@ -74,6 +75,19 @@ class SOLOCLI(LightningCLI):
                     "the checkpoint's"
                 )
             config[field] = stored[field]
+
+    def before_instantiate_classes(self) -> None:
+        """``trainer.precision: null`` (the cpu preset's) becomes this machine's fastest
+        precision (`fastest_precision`), and the choice is printed."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config["trainer"]
+        if trainer.get("precision") is None:
+            trainer["precision"] = fastest_precision(str(trainer.get("accelerator") or "auto"))
+            print(
+                f"precision: {trainer['precision']} (trainer.precision null: the fastest on "
+                "this machine; bf16-mixed needs bf16 instructions or a GPU with bf16)",
+                flush=True,
+            )
 
     def before_fit(self) -> None:
         self._fit_start = time.monotonic()

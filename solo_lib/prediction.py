@@ -41,14 +41,15 @@ def to_coco_results(
     """One image's prediction as COCO result entries (RLE masks, counts as str).
 
     `category_ids[label - 1]` maps labels 1..C to the data set's category ids;
-    by default the label is the id.
+    by default the label is the id. Masks are encoded one at a time: a copy of all of
+    them in pycocotools' layout would double the memory of a large photo's masks.
     """
-    masks = prediction["masks"].detach().cpu().numpy().astype(np.uint8)  # (n, H0, W0)
-    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0))) if len(masks) else []
+    masks = prediction["masks"].detach().cpu()  # (n, H0, W0) bool
     results = []
-    for rle, label, score in zip(
-        rles, prediction["labels"].tolist(), prediction["scores"].tolist(), strict=True
+    for mask, label, score in zip(
+        masks, prediction["labels"].tolist(), prediction["scores"].tolist(), strict=True
     ):
+        rle = mask_utils.encode(np.asfortranarray(mask.numpy().astype(np.uint8)))
         rle["counts"] = rle["counts"].decode("ascii")
         category = category_ids[label - 1] if category_ids else label
         results.append(

@@ -28,6 +28,7 @@ def _write_config(tmp_path: Path, cfg, data_dir: Path, **trainer) -> Path:
     base["data"]["root"] = str(data_dir)
     base["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path / "runs")
     base["trainer"]["enable_progress_bar"] = False
+    base["trainer"]["precision"] = "32-true"  # the same numbers on every machine
     base["trainer"]["log_every_n_steps"] = 1
     base["trainer"].update(trainer)
     path = tmp_path / "config.yaml"
@@ -273,3 +274,24 @@ def test_resume_with_more_epochs_trains_them(tmp_path, tiny_config, tiny_data_di
     assert "trained 2 epochs" in resumed
     newest = Path(resumed.split("last checkpoint: ")[1].split()[0])
     assert torch.load(newest, map_location="cpu", weights_only=True)["epoch"] == 1
+
+
+@pytest.mark.parametrize("bf16, expected", [(True, "bf16-mixed"), (False, "32-true")])
+def test_null_precision_becomes_the_machines_fastest(
+    tmp_path, monkeypatch, tiny_config, tiny_data_dir, bf16, expected
+):
+    from solo_lib import hardware
+    from solo_lib.cli import SOLOCLI
+    from solo_lib.data import SOLODataModule
+
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: bf16)
+    monkeypatch.setattr(SOLOCLI, "_run_subcommand", lambda self, subcommand: None)
+    config = _write_config(tmp_path, tiny_config, tiny_data_dir, precision=None, accelerator="cpu")
+    cli = SOLOCLI(LitSOLO, SOLODataModule, args=["fit", "--config", str(config)])
+    assert cli.trainer.precision == expected
+    explicit = SOLOCLI(
+        LitSOLO,
+        SOLODataModule,
+        args=["fit", "--config", str(config), "--trainer.precision=32-true"],
+    )
+    assert explicit.trainer.precision == "32-true"  # an explicit choice is kept

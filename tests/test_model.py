@@ -245,3 +245,18 @@ def test_narrow_backbone_halves_every_stage() -> None:
 def test_narrow_backbone_refuses_pretrained_weights() -> None:
     with pytest.raises(ValueError, match="backbone_width 32 needs a ResNet trained from scratch"):
         build_backbone(SOLOConfig.cpu().replace(backbone_width=32, pretrained="imagenet"))
+
+
+def test_channels_last_changes_the_layout_not_the_outputs() -> None:
+    cfg = SOLOConfig.cpu().replace(image_size=(128, 160), channels_last=False)
+    torch.manual_seed(0)
+    plain = SOLO(cfg).eval()
+    fast = SOLO(cfg.replace(channels_last=True)).eval()
+    fast.load_state_dict(plain.state_dict())
+    conv = fast.backbone.fpn.body.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    images = torch.randn(2, 3, *cfg.image_size)
+    with torch.no_grad():
+        a, b = plain(images), fast(images)
+    for x, y in zip(a.category + a.masks, b.category + b.masks, strict=True):
+        torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)

@@ -39,11 +39,14 @@ class SOLO(nn.Module):
         self.cfg = cfg
         self.backbone = build_backbone(cfg)
         self.head = SOLOHead(cfg, self.backbone.out_channels)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.to(memory_format=self.memory_format)
 
     def forward(self, images: Tensor) -> SOLOOutput:
         """Logits for ``images`` (B, 3, H, W), normalised and padded as the data sets do."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+        images = images.contiguous(memory_format=self.memory_format)
         category, masks = self.head(self.backbone(images))
         return SOLOOutput(category, masks)
 
