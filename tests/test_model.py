@@ -146,7 +146,9 @@ def test_pretrained_local_state_dict_is_loaded(tmp_path) -> None:
     path = tmp_path / "resnet18.pth"
     torch.save(state, path)
 
-    backbone = build_backbone(SOLOConfig.cpu().replace(backbone_depth=18, pretrained=str(path)))
+    backbone = build_backbone(
+        SOLOConfig.cpu().replace(backbone_width=64, backbone_depth=18, pretrained=str(path))
+    )
     body = backbone.fpn.body
     assert torch.equal(body.conv1.weight, source.conv1.weight)
     assert torch.equal(body.layer3[0].conv2.weight, source.layer3[0].conv2.weight)
@@ -159,7 +161,7 @@ def test_pretrained_file_is_loaded_weights_only(tmp_path) -> None:
     path = tmp_path / "not_weights.pth"
     torch.save({"conv1.weight": torch.zeros(1), "options": _Options()}, path)
     with pytest.raises(ValueError, match="weights_only=True") as info:
-        build_backbone(SOLOConfig.cpu().replace(pretrained=str(path)))
+        build_backbone(SOLOConfig.cpu().replace(backbone_width=64, pretrained=str(path)))
     assert str(path) in str(info.value)
 
 
@@ -167,9 +169,11 @@ def test_pretrained_file_of_wrong_depth_or_missing_is_a_clear_error(tmp_path) ->
     path = tmp_path / "resnet34.pth"
     torch.save(torchvision.models.resnet34().state_dict(), path)
     with pytest.raises(ValueError, match="backbone_depth"):
-        build_backbone(SOLOConfig.cpu().replace(pretrained=str(path)))
+        build_backbone(SOLOConfig.cpu().replace(backbone_width=64, pretrained=str(path)))
     with pytest.raises(FileNotFoundError, match="no_such.pth"):
-        build_backbone(SOLOConfig.cpu().replace(pretrained=str(tmp_path / "no_such.pth")))
+        build_backbone(
+            SOLOConfig.cpu().replace(backbone_width=64, pretrained=str(tmp_path / "no_such.pth"))
+        )
 
 
 def test_imagenet_offline_gives_short_clear_error(tmp_path, monkeypatch) -> None:
@@ -180,7 +184,9 @@ def test_imagenet_offline_gives_short_clear_error(tmp_path, monkeypatch) -> None
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(RuntimeError) as info:
-        build_backbone(SOLOConfig.cpu().replace(backbone_depth=18, pretrained="imagenet"))
+        build_backbone(
+            SOLOConfig.cpu().replace(backbone_width=64, backbone_depth=18, pretrained="imagenet")
+        )
     message = str(info.value)
     expected = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     assert str(expected) in message
@@ -191,14 +197,14 @@ def test_imagenet_offline_gives_short_clear_error(tmp_path, monkeypatch) -> None
 
 def test_unknown_depth_is_rejected() -> None:
     with pytest.raises(ValueError, match="backbone_depth"):
-        build_backbone(SOLOConfig.cpu().replace(backbone_depth=42))
+        build_backbone(SOLOConfig.cpu().replace(backbone_width=64, backbone_depth=42))
 
 
 def test_predict_post_processes_probabilities_and_restores_mode() -> None:
     torch.manual_seed(0)
     # Untrained, category and mask outputs sit at the prior 0.01; update_threshold keeps the
     # low scores (prior x maskness, about 1e-4) after Matrix NMS.
-    cfg = SOLOConfig.cpu().replace(image_size=(128, 160), update_threshold=1e-6)
+    cfg = SOLOConfig.cpu().replace(backbone_width=64, image_size=(128, 160), update_threshold=1e-6)
     model = SOLO(cfg).train()
     images = torch.randn(2, 3, *cfg.image_size)
     metas = [
@@ -219,7 +225,9 @@ def test_predict_post_processes_probabilities_and_restores_mode() -> None:
 
 def test_resnet10_has_no_imagenet_weights_and_says_so() -> None:
     with pytest.raises(ValueError, match="no ImageNet weights for ResNet-10"):
-        build_backbone(SOLOConfig.cpu().replace(backbone_depth=10, pretrained="imagenet"))
+        build_backbone(
+            SOLOConfig.cpu().replace(backbone_width=64, backbone_depth=10, pretrained="imagenet")
+        )
 
 
 @pytest.mark.parametrize("depth, blocks", [(10, [1, 1, 1, 1]), (18, [2, 2, 2, 2])])
