@@ -55,8 +55,9 @@ def points_nms(heat: Tensor) -> Tensor:
 
     The window of cell (i, j) holds cells (i-1..i, j-1..j): a max pool with
     kernel 2, stride 1 and padding 1 gives an (S+1, S+1) map whose top-left
-    (S, S) part is that window maximum, as in the SOLO code. Neighbouring cells
-    that see the same object thus keep only the strongest one.
+    (S, S) part is that window maximum, as in the SOLO code. A cell survives when it
+    is at least its upper, left and upper-left neighbours: a blob of cells that see the
+    same object is thinned, not reduced to one peak; Matrix NMS handles what remains.
     """
     if heat.dim() != 4:
         raise ValueError(f"points_nms: heat must be (B, C, S, S), got shape {tuple(heat.shape)}")
