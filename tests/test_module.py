@@ -90,3 +90,33 @@ def test_non_finite_loss_stops_training_naming_step_and_loss(tiny_config, tiny_d
             _ExplodingSOLO(tiny_config),
             datamodule=SOLODataModule(tiny_config, root=str(tiny_data_dir)),
         )
+
+
+class _RecordDtypes(LitSOLO):
+    """Records the dtype of the network's logits and of the losses at every training step."""
+
+    seen: list[tuple[torch.dtype, torch.dtype]]
+
+    def training_step(self, batch, batch_idx):
+        images, _ = batch
+        logits = self.model(images).category[0]
+        loss = super().training_step(batch, batch_idx)
+        self.seen.append((logits.dtype, loss.dtype))
+        return loss
+
+
+def test_bf16_mixed_runs_the_network_in_bf16_and_keeps_the_loss_in_float32(
+    tiny_config, tiny_data_dir
+):
+    """The precision that `trainer.precision: null` picks on CPUs with bf16 instructions."""
+    module = _RecordDtypes(tiny_config)
+    module.seen = []
+    before = module.model.head.cate_out.weight.detach().clone()
+    trainer = _trainer(max_epochs=1, limit_train_batches=2, precision="bf16-mixed")
+    trainer.fit(module, datamodule=SOLODataModule(tiny_config, root=str(tiny_data_dir)))
+    assert module.seen == [(torch.bfloat16, torch.float32)] * 2
+    assert torch.isfinite(trainer.callback_metrics["train/loss_step"])
+    assert not torch.equal(
+        module.model.head.cate_out.weight, before
+    )  # weights stay float32 and move
+    assert module.model.head.cate_out.weight.dtype == torch.float32
