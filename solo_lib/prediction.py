@@ -4,8 +4,9 @@
 (``--data.predict_dir``) or the validation split, and `PredictionWriter` writes:
 
 - ``results.json``: the COCO results format, one entry per instance with
-  ``image_id``, ``category_id``, ``segmentation`` (RLE) and ``score``;
-- ``overlays/<name>.png``: each image with its class-coloured masks.
+  ``image_id`` (a COCO set's own ids), ``category_id``, ``segmentation`` (RLE),
+  ``score`` and, for images from files, ``file_name``;
+- ``overlays/<file name>.png``: each image with its class-coloured masks.
 
 Results are also appended, batch by batch, to ``results.rank<r>.partial.jsonl`` (one
 JSON entry per line, flushed to disk), so a run that dies half-way loses at most its
@@ -36,12 +37,17 @@ from solo_lib.viz import display_image, draw_instances
 
 
 def to_coco_results(
-    prediction: dict[str, Tensor], image_id: int, category_ids: list[int] | None = None
+    prediction: dict[str, Tensor],
+    image_id: int,
+    category_ids: list[int] | None = None,
+    file_name: str | None = None,
 ) -> list[dict[str, Any]]:
     """One image's prediction as COCO result entries (RLE masks, counts as str).
 
     `category_ids[label - 1]` maps labels 1..C to the data set's category ids;
-    by default the label is the id. Masks are encoded one at a time: a copy of all of
+    by default the label is the id. `file_name`, where the image has one, goes into
+    every entry, so that a result can be traced to its file without the data set.
+    Masks are encoded one at a time: a copy of all of
     them in pycocotools' layout would double the memory of a large photo's masks.
     """
     masks = prediction["masks"].detach().cpu()  # (n, H0, W0) bool
@@ -52,10 +58,20 @@ def to_coco_results(
         rle = mask_utils.encode(np.asfortranarray(mask.numpy().astype(np.uint8)))
         rle["counts"] = rle["counts"].decode("ascii")
         category = category_ids[label - 1] if category_ids else label
-        results.append(
-            {"image_id": image_id, "category_id": category, "segmentation": rle, "score": score}
-        )
+        entry = {"image_id": image_id, "category_id": category, "segmentation": rle, "score": score}
+        results.append(entry | ({"file_name": file_name} if file_name is not None else {}))
     return results
+
+
+def overlay_name(file_name: str | None, image_id: int) -> str:
+    """The overlay's file name: the image's whole file name plus ``.png``.
+
+    Whole, so that ``a.jpg`` and ``a.png`` get two overlays; folders in a COCO
+    ``file_name`` become ``__``. Images without a file (CIS 680) are named by id.
+    """
+    if file_name is None:
+        return f"{image_id:06d}.png"
+    return file_name.replace("/", "__").replace("\\", "__") + ".png"
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -94,8 +110,12 @@ class PredictionWriter(BasePredictionWriter):
             self.skipped += len(batch_indices) - len(targets)
         batch_results = []
         for image, target, pred in zip(images, targets, predictions, strict=True):
-            image_id = int(target["image_id"])
-            self.results_by_image[image_id] = to_coco_results(pred, image_id, self.category_ids)
+            # A COCO set's own image id; elsewhere the position in the data set.
+            image_id = int(target.get("coco_id", target["image_id"]))
+            file_name = target.get("file_name")
+            self.results_by_image[image_id] = to_coco_results(
+                pred, image_id, self.category_ids, file_name
+            )
             batch_results += self.results_by_image[image_id]
             if self.overlays:
                 self._write_overlay(image, target, pred, pl_module.cfg, image_id)
@@ -111,7 +131,7 @@ class PredictionWriter(BasePredictionWriter):
         ax = fig.add_axes((0, 0, 1, 1))
         masks, labels, scores = pred["masks"].cpu(), pred["labels"].cpu(), pred["scores"].cpu()
         draw_instances(ax, picture, masks, labels, scores=scores, class_names=cfg.class_names)
-        name = Path(target.get("file_name", f"{image_id:06d}")).stem + ".png"
+        name = overlay_name(target.get("file_name"), image_id)
         with atomic_file(self.output_dir / "overlays" / name) as tmp:
             fig.savefig(tmp, dpi=100, format="png")
 

@@ -9,9 +9,17 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 
-from solo_lib.data import DataFormatError, ImageFolderDataset, ImageGeometry, SOLODataModule
+from solo_lib.data import (
+    CIS680Dataset,
+    DataFormatError,
+    ImageFolderDataset,
+    ImageGeometry,
+    SOLODataModule,
+    write_coco_dataset,
+    write_dataset,
+)
 from solo_lib.module import LitSOLO
-from solo_lib.prediction import PredictionWriter, to_coco_results
+from solo_lib.prediction import PredictionWriter, overlay_name, to_coco_results
 
 
 def test_coco_results_round_trip_through_rle():
@@ -138,5 +146,36 @@ def test_prediction_writer_writes_results_and_overlays(tmp_path, tiny_config):
     results = json.loads((out / "results.json").read_text())
     assert isinstance(results, list)
     overlays = sorted(p.name for p in (out / "overlays").iterdir())
-    assert overlays == ["photo_0.png", "photo_1.png", "photo_2.png"]
-    assert Image.open(out / "overlays" / "photo_0.png").size == (120, 90)
+    assert overlays == ["photo_0.png.png", "photo_1.png.png", "photo_2.png.png"]
+    assert Image.open(out / "overlays" / "photo_0.png.png").size == (120, 90)
+
+
+def test_overlays_of_files_with_one_stem_do_not_overwrite_each_other():
+    assert overlay_name("a.jpg", 0) != overlay_name("a.png", 1)
+    assert overlay_name("train/a.jpg", 0) == "train__a.jpg.png"
+    assert overlay_name(None, 7) == "000007.png"  # CIS 680 images have no file
+
+
+def test_predicting_a_coco_set_writes_its_image_ids_and_file_names(tmp_path, tiny_config):
+    """A COCO set's ids start at 1 and its files have names: both reach results.json."""
+    cfg = _eager(tiny_config).replace(val_fraction=0.5)
+    source = write_dataset(tmp_path / "cis", num_images=4, seed=3)
+    image_dir, annotations = write_coco_dataset(CIS680Dataset(source, cfg), tmp_path / "coco")
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        callbacks=[PredictionWriter(str(tmp_path / "out"), overlays=False)],
+    )
+    datamodule = SOLODataModule(
+        cfg, root=str(image_dir), format="coco", annotation_file=str(annotations)
+    )
+    torch.manual_seed(0)
+    trainer.predict(LitSOLO(cfg), datamodule=datamodule)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    coco = json.loads(annotations.read_text())
+    names = {image["id"]: image["file_name"] for image in coco["images"]}
+    # write_coco_dataset numbers the images 1, 2, ... in order: id = position + 1
+    val_ids = {int(position) + 1 for position in datamodule.val_dataset.indices}
+    assert results and {r["image_id"] for r in results} == val_ids
+    assert all(r["file_name"] == names[r["image_id"]] for r in results)

@@ -203,7 +203,9 @@ class CocoInstanceDataset(Dataset):
 
         The target holds every annotation of the image as stored, crowd regions
         included: `labels` int64 (n,), `masks` uint8 (n, H0, W0) from ``annToMask``,
-        `boxes` float32 (n, 4) xyxy from the masks, `iscrowd` int64 (n,), `image_id`.
+        `boxes` float32 (n, 4) xyxy from the masks, `iscrowd` int64 (n,), `image_id`
+        (the position), and where the image came from: `coco_id` (its id in the
+        annotation file) and `file_name`.
         """
         index = int(self.indices[i])
         img_id = self.coco_ids[index]
@@ -236,6 +238,8 @@ class CocoInstanceDataset(Dataset):
             "boxes": torch.from_numpy(masks_to_boxes(mask_array)),
             "iscrowd": torch.tensor(crowd, dtype=torch.int64),
             "image_id": torch.tensor(index, dtype=torch.int64),
+            "coco_id": torch.tensor(img_id, dtype=torch.int64),
+            "file_name": info["file_name"],
         }
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), target
 
