@@ -108,3 +108,30 @@ def test_predicting_on_a_folder_opens_no_data_set(data_dir, tmp_path):
     assert [meta["file_name"] for _, metas in dm.predict_dataloader() for meta in metas] == [
         "a.png"
     ]
+
+
+def test_a_separate_coco_validation_set_replaces_the_random_split(data_dir, tmp_path):
+    source = CIS680Dataset(data_dir, SOLOConfig.cpu())
+    train_dir, train_ann = write_coco_dataset(source, tmp_path / "train", indices=range(10))
+    val_dir, val_ann = write_coco_dataset(source, tmp_path / "val", indices=range(10, 15))
+    dm = SOLODataModule(
+        small_cfg(val_fraction=0.5),  # not used: the validation set is given
+        root=str(train_dir),
+        format="coco",
+        annotation_file=str(train_ann),
+        val_root=str(val_dir),
+        val_annotation_file=str(val_ann),
+    )
+    dm.setup()
+    assert len(dm.train_dataset) == 10 and len(dm.val_dataset) == 5
+    _, val_target = dm.val_dataset.load_raw(0)
+    _, source_target = source.load_raw(10)  # the val folder's first image is image 10
+    assert torch.equal(val_target["masks"], source_target["masks"])
+    with pytest.raises(ValueError, match="val_root .* and val_annotation_file"):
+        SOLODataModule(
+            small_cfg(),
+            root=str(train_dir),
+            format="coco",
+            annotation_file=str(train_ann),
+            val_root=str(val_dir),
+        )

@@ -55,6 +55,10 @@ class SOLODataModule(pl.LightningDataModule):
         annotation_file: the COCO json (format "coco" only).
         max_images: use only the first `max_images` images (quick runs).
         predict_dir: a folder of images for `predict`; None predicts on the validation split.
+        val_root: the validation set's image folder (format "coco"), with
+            `val_annotation_file`: a separate validation set, as COCO's train/val pairs
+            are. Then all of `root` trains, and `val_fraction` is not used.
+        val_annotation_file: the validation set's COCO json.
     """
 
     def __init__(
@@ -65,18 +69,29 @@ class SOLODataModule(pl.LightningDataModule):
         annotation_file: str | None = None,
         max_images: int | None = None,
         predict_dir: str | None = None,
+        val_root: str | None = None,
+        val_annotation_file: str | None = None,
     ) -> None:
         super().__init__()
         if format not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
         if format == "coco" and (root is None or annotation_file is None):
             raise ValueError("format 'coco' needs root (the image folder) and annotation_file")
+        if (val_root is None) != (val_annotation_file is None) or (
+            val_root is not None and format != "coco"
+        ):
+            raise ValueError(
+                "a separate validation set needs format 'coco' and both val_root (its image "
+                "folder) and val_annotation_file; leave both out for a random split"
+            )
         self.config = config
         self.root = root
         self.format = format
         self.annotation_file = annotation_file
         self.max_images = max_images
         self.predict_dir = predict_dir
+        self.val_root = val_root
+        self.val_annotation_file = val_annotation_file
         self.class_names = tuple(config.class_names)
         """Class names of labels 1..C; from the annotation file for COCO (set by `setup`)."""
         self.train_dataset: Dataset | None = None
@@ -107,8 +122,19 @@ class SOLODataModule(pl.LightningDataModule):
             return
         full = self._dataset(train=False)
         n = len(full) if self.max_images is None else min(len(full), self.max_images)
-        train_idx, val_idx = split_indices(n, self.config.val_fraction, self.config.seed)
         self.class_names = full.class_names
+        if self.val_root is not None:
+            self.train_dataset = self._dataset(train=True, indices=list(range(n)))
+            self.val_dataset = CocoInstanceDataset(
+                self.val_root, self.val_annotation_file, self.config, train=False
+            )
+            if self.val_dataset.class_names != self.class_names:
+                raise ValueError(
+                    f"{self.val_annotation_file}: categories {self.val_dataset.class_names}; "
+                    f"expected those of {self.annotation_file}, {self.class_names}"
+                )
+            return
+        train_idx, val_idx = split_indices(n, self.config.val_fraction, self.config.seed)
         self.train_dataset = self._dataset(train=True, indices=train_idx)
         self.val_dataset = self._dataset(train=False, indices=val_idx)
 
