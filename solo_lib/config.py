@@ -32,6 +32,7 @@ PAPER_SCALE_RANGES: tuple[tuple[float, float], ...] = (
 MODEL_FIELDS = (
     "num_classes",
     "class_names",
+    "category_ids",
     "image_size",
     "pixel_mean",
     "pixel_std",
@@ -60,6 +61,9 @@ class SOLOConfig:
     num_classes: int = 3
     """C, the number of foreground classes; labels are 1..C and 0 is background."""
     class_names: tuple[str, ...] = ("vehicle", "person", "animal")
+    category_ids: tuple[int, ...] | None = None
+    """COCO category ids of labels 1..C; None: the label is the id. Training on a COCO
+    file fills it from the file (sorted ids), so that checkpoints and results keep them."""
     image_size: tuple[int, int] = (800, 1088)
     """(H, W) of the network input: images are resized to fit, then zero-padded."""
     pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -228,6 +232,8 @@ class SOLOConfig:
                 f"class_names must be a list of names, got the string {self.class_names!r}"
             )
         self.class_names = tuple(self.class_names)
+        if self.category_ids is not None:
+            self.category_ids = tuple(int(i) for i in self.category_ids)
         self.image_size = tuple(self.image_size)
         self.num_grids = tuple(self.num_grids)
         self.strides = tuple(self.strides)
@@ -246,6 +252,10 @@ class SOLOConfig:
         if len(self.class_names) != self.num_classes:
             raise ValueError(
                 f"class_names has {len(self.class_names)} names for num_classes={self.num_classes}"
+            )
+        if self.category_ids is not None and len(self.category_ids) != self.num_classes:
+            raise ValueError(
+                f"category_ids has {len(self.category_ids)} ids for num_classes={self.num_classes}"
             )
         h, w = self.image_size
         if h % 32 or w % 32:

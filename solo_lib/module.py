@@ -104,6 +104,16 @@ class LitSOLO(pl.LightningModule):
     def forward(self, images: Tensor) -> SOLOOutput:
         return self.model(images)
 
+    def setup(self, stage: str) -> None:
+        """Take the COCO category ids of the data module's annotation file, when the
+        config has none, into the config and the hyper-parameters: checkpoints then
+        keep them, and predictions are written with them (`PredictionWriter`)."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        ids = getattr(datamodule, "category_ids", None)
+        if self.cfg.category_ids is None and ids is not None:
+            self.cfg.category_ids = tuple(ids)
+            self.hparams["config"]["category_ids"] = list(ids)
+
     # --- training and validation ---------------------------------------------
     def _losses(self, images: Tensor, targets: list[dict[str, Tensor]]) -> tuple[dict, SOLOOutput]:
         """`batch_losses` of this module's network: the one step both stages share."""

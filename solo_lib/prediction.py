@@ -78,6 +78,8 @@ class PredictionWriter(BasePredictionWriter):
     """Write ``results.json`` (COCO results) and overlay PNGs into `output_dir`.
 
     Expects `predict_step` to return ``(images, targets, predictions)`` for each batch.
+    Category ids: `category_ids` if given, else the model's (``cfg.category_ids``, kept
+    in checkpoints of models trained on COCO files), else the labels.
     ``results.json`` lists the instances by image id. Under DDP, rank 0 writes it from
     every rank's results; an image that the distributed sampler gave to two ranks (it
     pads the last batches by repeating images) is counted once.
@@ -113,8 +115,9 @@ class PredictionWriter(BasePredictionWriter):
             # A COCO set's own image id; elsewhere the position in the data set.
             image_id = int(target.get("coco_id", target["image_id"]))
             file_name = target.get("file_name")
+            category_ids = self.category_ids or pl_module.cfg.category_ids
             self.results_by_image[image_id] = to_coco_results(
-                pred, image_id, self.category_ids, file_name
+                pred, image_id, category_ids, file_name
             )
             batch_results += self.results_by_image[image_id]
             if self.overlays:

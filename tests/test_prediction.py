@@ -179,3 +179,49 @@ def test_predicting_a_coco_set_writes_its_image_ids_and_file_names(tmp_path, tin
     val_ids = {int(position) + 1 for position in datamodule.val_dataset.indices}
     assert results and {r["image_id"] for r in results} == val_ids
     assert all(r["file_name"] == names[r["image_id"]] for r in results)
+
+
+def test_category_ids_of_a_coco_file_reach_the_checkpoint_and_the_results(tmp_path, tiny_config):
+    """Non-contiguous ids (7, 42, 99): stored with the model, written back in results.json."""
+    cfg = _eager(tiny_config)
+    source = write_dataset(tmp_path / "cis", num_images=6, seed=3)
+    image_dir, annotations = write_coco_dataset(CIS680Dataset(source, cfg), tmp_path / "coco")
+    ids = {1: 7, 2: 42, 3: 99}
+    coco = json.loads(annotations.read_text())
+    for entry in coco["categories"]:
+        entry["id"] = ids[entry["id"]]
+    for entry in coco["annotations"]:
+        entry["category_id"] = ids[entry["category_id"]]
+    annotations.write_text(json.dumps(coco))
+
+    def datamodule():
+        return SOLODataModule(
+            cfg, root=str(image_dir), format="coco", annotation_file=str(annotations)
+        )
+
+    torch.manual_seed(0)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=0,
+    )
+    trainer.fit(LitSOLO(cfg), datamodule=datamodule())
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    stored = torch.load(tmp_path / "model.ckpt", map_location="cpu", weights_only=True)
+    assert stored["hyper_parameters"]["config"]["category_ids"] == [7, 42, 99]
+
+    model = LitSOLO.load_from_checkpoint(tmp_path / "model.ckpt", weights_only=True)
+    assert model.cfg.category_ids == (7, 42, 99)
+    predictor = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        callbacks=[PredictionWriter(str(tmp_path / "out"), overlays=False)],
+    )
+    predictor.predict(model, datamodule=datamodule())
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results and {r["category_id"] for r in results} <= {7, 42, 99}

@@ -166,6 +166,13 @@ class CocoInstanceDataset(Dataset):
                 f"{self.annotation_file}: 'categories' has {len(cat_ids)} entries {cat_ids}; expected "
                 f"cfg.num_classes = {cfg.num_classes} (set num_classes and class_names in the config)"
             )
+        if cfg.category_ids is not None and tuple(cfg.category_ids) != tuple(cat_ids):
+            raise DataFormatError(
+                f"{self.annotation_file}: category ids {cat_ids}; the model's are "
+                f"{list(cfg.category_ids)} (category_ids in the config or checkpoint)"
+            )
+        #: The COCO category ids of labels 1..C: the file's ids, sorted.
+        self.category_ids = tuple(cat_ids)
         #: COCO category id -> label 1..C, in sorted id order
         self.cat_to_label = {cid: k for k, cid in enumerate(cat_ids, start=1)}
         self.class_names = tuple(self.coco.cats[cid]["name"] for cid in cat_ids)

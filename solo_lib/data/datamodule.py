@@ -94,6 +94,8 @@ class SOLODataModule(pl.LightningDataModule):
         self.val_annotation_file = val_annotation_file
         self.class_names = tuple(config.class_names)
         """Class names of labels 1..C; from the annotation file for COCO (set by `setup`)."""
+        self.category_ids: tuple[int, ...] | None = config.category_ids
+        """COCO category ids of labels 1..C; from the annotation file (set by `setup`)."""
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
 
@@ -123,6 +125,7 @@ class SOLODataModule(pl.LightningDataModule):
         full = self._dataset(train=False)
         n = len(full) if self.max_images is None else min(len(full), self.max_images)
         self.class_names = full.class_names
+        self.category_ids = getattr(full, "category_ids", self.category_ids)
         if self.val_root is not None:
             self.train_dataset = self._dataset(train=True, indices=list(range(n)))
             self.val_dataset = CocoInstanceDataset(
