@@ -1,9 +1,9 @@
 """What this machine computes fast: bf16 instructions on the CPU, bf16 on the GPU.
 
 The main job's precision follows from it (`fastest_precision`): bf16 mixed precision
-is 1.6x faster per training step on a CPU with AMX (measured, benchmarks/RESULTS.md)
-at about the same AP per step, but 12.5x SLOWER on a CPU without bf16 instructions,
-where PyTorch emulates it. So it is chosen per machine, never assumed.
+was 1.6x faster per training step on a 2-core Xeon with AMX at about the same AP per
+epoch (measured for issue 12, quoted in benchmarks/RESULTS.md), but is 12.5x SLOWER on
+a CPU without bf16 instructions, where PyTorch emulates it (`bench_levers.py`). So it is chosen per machine, never assumed.
 """
 
 from __future__ import annotations
