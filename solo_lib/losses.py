@@ -9,7 +9,8 @@ network on the wrong cells without any error):
   concatenated in order.
 - masks: per level, logits (B, S*S, h, w)[active] with ``active`` (B, S*S), which
   walks image-major then cell k = row*S + col: the order in which
-  ``solo_lib.targets.build_batch_targets`` stacks the target masks.
+  ``solo_lib.targets.build_batch_targets`` stacks the target masks. A training
+  forward with ``active`` returns these (P, h, w) masks directly, in the same order.
 
 Normalisation:
 - focal: summed over every cell and class, divided by (number of positive cells
@@ -95,7 +96,8 @@ def solo_loss(
 
     dices = []
     for level, (logits, target) in enumerate(zip(output.masks, targets, strict=True)):
-        selected = logits[target.active]  # (P_l, h, w), image-major then cell k
+        # (P_l, h, w), image-major then cell k; training's forward computed only these
+        selected = logits[target.active] if logits.dim() == 4 else logits
         if selected.shape != target.masks.shape:
             raise ValueError(
                 f"solo_loss: level {level} selects masks {tuple(selected.shape)} "

@@ -30,16 +30,23 @@ Batch = tuple[Tensor, list[dict[str, Tensor]]]
 
 
 def batch_losses(
-    model: SOLO, images: Tensor, targets: list[dict[str, Tensor]], cfg: SOLOConfig
+    model: SOLO,
+    images: Tensor,
+    targets: list[dict[str, Tensor]],
+    cfg: SOLOConfig,
+    all_masks: bool = True,
 ) -> tuple[dict[str, Tensor], SOLOOutput]:
     """The SOLO losses of one batch, and the float32 outputs they were computed from.
 
     Targets are built here, on the batch's device (they depend on the augmentation).
     The logits are cast to float32 before the loss, so that the losses stay in float32
-    under bf16 autocast.
+    under bf16 autocast. ``all_masks=False`` (training) computes only the masks that
+    the loss reads, those of the targets' active cells; validation keeps all of them
+    for post-processing.
     """
-    output = model(images)
     level_targets = build_batch_targets(targets, cfg)
+    active = None if all_masks else [t.active for t in level_targets]
+    output = model(images, active)
     output_fp32 = SOLOOutput(
         category=[c.float() for c in output.category], masks=[m.float() for m in output.masks]
     )
@@ -115,9 +122,11 @@ class LitSOLO(pl.LightningModule):
             self.hparams["config"]["category_ids"] = list(ids)
 
     # --- training and validation ---------------------------------------------
-    def _losses(self, images: Tensor, targets: list[dict[str, Tensor]]) -> tuple[dict, SOLOOutput]:
+    def _losses(
+        self, images: Tensor, targets: list[dict[str, Tensor]], all_masks: bool = True
+    ) -> tuple[dict, SOLOOutput]:
         """`batch_losses` of this module's network: the one step both stages share."""
-        return batch_losses(self.model, images, targets, self.cfg)
+        return batch_losses(self.model, images, targets, self.cfg, all_masks)
 
     def _check_finite(self, losses: dict[str, Tensor], stage: str, batch_idx: int) -> None:
         for name, value in losses.items():
@@ -130,7 +139,7 @@ class LitSOLO(pl.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         images, targets = batch
-        losses, _ = self._losses(images, targets)
+        losses, _ = self._losses(images, targets, all_masks=False)
         self._check_finite(losses, "train", batch_idx)
         self.log_dict(
             {f"train/{k}": v.detach() for k, v in losses.items()},

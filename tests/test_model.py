@@ -268,3 +268,50 @@ def test_channels_last_changes_the_layout_not_the_outputs() -> None:
         a, b = plain(images), fast(images)
     for x, y in zip(a.category + a.masks, b.category + b.masks, strict=True):
         torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
+
+
+def _random_head_weights(model: SOLO) -> None:
+    """Give the 1x1 mask convs random weights and biases, so that every channel differs."""
+    with torch.no_grad():
+        for conv in model.head.mask_out:
+            conv.weight.normal_(0, 0.5)
+            conv.bias.normal_(0, 1.0)
+
+
+def test_masks_are_the_papers_upsampled_logits() -> None:
+    """Upsampling the head's E features before the 1x1 conv = the paper's upsampled S^2 logits."""
+    cfg = SOLOConfig.cpu().replace(image_size=(128, 160), channels_last=False)
+    torch.manual_seed(0)
+    model = SOLO(cfg).eval()
+    _random_head_weights(model)
+    head = model.head
+    with torch.no_grad():
+        features = model.backbone(torch.randn(2, 3, *cfg.image_size))
+        _, masks = head(features)
+        for level, feature in enumerate(features):
+            stacked = head.mask_convs(torch.cat([feature, coord_features(feature)], dim=1))
+            logits = head.mask_out[level](stacked)  # (B, S^2, H_f, W_f), then x2 as in the paper
+            paper = nn.functional.interpolate(logits, scale_factor=2, mode="bilinear")
+            torch.testing.assert_close(masks[level], paper, atol=1e-4, rtol=1e-4)
+
+
+def test_active_masks_equal_the_dense_masks_at_those_cells_with_their_gradients() -> None:
+    cfg = SOLOConfig.cpu().replace(image_size=(128, 160))
+    torch.manual_seed(0)
+    model = SOLO(cfg)
+    _random_head_weights(model)
+    images = torch.randn(3, 3, *cfg.image_size)
+    generator = torch.Generator().manual_seed(1)
+    active = [torch.rand(3, s * s, generator=generator) < 0.1 for s in cfg.num_grids]
+    active[1][1] = False  # an image with no active cell on a level
+    dense = model(images).masks
+    sparse = model(images, active).masks
+    for level, (d, a) in enumerate(zip(dense, active, strict=True)):
+        assert sparse[level].shape == (int(a.sum()), *cfg.mask_size(level))
+        torch.testing.assert_close(sparse[level], d[a], atol=1e-4, rtol=1e-4)
+    weight = model.head.mask_out[0].weight
+    (grad_dense,) = torch.autograd.grad(dense[0][active[0]].sum(), weight)
+    (grad_sparse,) = torch.autograd.grad(sparse[0].sum(), weight)
+    torch.testing.assert_close(grad_sparse, grad_dense, atol=1e-3, rtol=1e-4)
+    with pytest.raises(ValueError, match=r"active must be \(B, S\^2\)"):
+        model(images, [a[:2] for a in active])

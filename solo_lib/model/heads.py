@@ -88,7 +88,17 @@ class SOLOHead(nn.Module):
         for conv in self.mask_out:
             nn.init.constant_(conv.bias, prior_bias)
 
-    def forward(self, features: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+    def forward(
+        self, features: list[Tensor], active: list[Tensor] | None = None
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Category logits (B, C, S, S) and mask logits per level.
+
+        Without ``active``, every cell's mask: (B, S^2, 2 H_f, 2 W_f). With ``active``
+        (per level a (B, S^2) bool of the cells that have a target, as
+        ``build_batch_targets`` makes them), only those masks: (P_l, 2 H_f, 2 W_f) in the
+        order of ``masks[active]`` (image-major, then cell). Training needs no other
+        mask, and most of the S^2 outputs would be computed only to be thrown away.
+        """
         if len(features) != len(self.num_grids):
             raise ValueError(f"expected {len(self.num_grids)} feature levels, got {len(features)}")
         categories, masks = [], []
@@ -97,9 +107,33 @@ class SOLOHead(nn.Module):
             categories.append(self.cate_out(self.cate_convs(cate)))  # (B, C, S, S)
 
             mask = self.mask_convs(torch.cat([feature, coord_features(feature)], dim=1))
-            mask = self.mask_out[level](mask)  # (B, S^2, H_f, W_f)
-            h, w = feature.shape[-2:]
-            masks.append(
-                F.interpolate(mask, size=(2 * h, 2 * w), mode="bilinear", align_corners=False)
-            )
+            h, w = mask.shape[-2:]
+            # The paper upsamples the S^2 mask logits x2. Bilinear weights sum to 1 and a
+            # 1x1 conv is linear per pixel, so upsampling the `channels` features first and
+            # applying the 1x1 conv after gives the same logits, without interpolating
+            # (and back-propagating through) S^2 channels.
+            mask = F.interpolate(mask, size=(2 * h, 2 * w), mode="bilinear", align_corners=False)
+            if active is None:
+                masks.append(self.mask_out[level](mask))  # (B, S^2, 2 H_f, 2 W_f)
+            else:
+                masks.append(self._active_masks(self.mask_out[level], mask, active[level]))
         return categories, masks
+
+    @staticmethod
+    def _active_masks(conv: nn.Conv2d, feature: Tensor, active: Tensor) -> Tensor:
+        """The 1x1 ``conv`` (S^2 outputs) on ``feature`` (B, E, h, w) at the ``active`` (B, S^2)
+        cells only -> (P, h, w): for each image, its active cells' rows of the weight
+        matrix (n_b, E) times the image's feature (E, h * w)."""
+        if active.shape != (feature.shape[0], conv.out_channels):
+            raise ValueError(
+                f"active must be (B, S^2) = {(feature.shape[0], conv.out_channels)}, "
+                f"got {tuple(active.shape)}"
+            )
+        h, w = feature.shape[-2:]
+        weight = conv.weight.flatten(1)  # (S^2, E)
+        out = []
+        for b in range(feature.shape[0]):
+            cells = active[b].nonzero()[:, 0]  # ascending: the order of masks[active]
+            logits = weight[cells] @ feature[b].flatten(1) + conv.bias[cells, None]  # (n_b, h*w)
+            out.append(logits.view(-1, h, w))
+        return torch.cat(out)

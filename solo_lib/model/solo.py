@@ -18,7 +18,8 @@ class SOLOOutput(NamedTuple):
     category: list[Tensor]
     """Per level (B, C, S, S) category logits, C = num_classes (no background channel)."""
     masks: list[Tensor]
-    """Per level (B, S*S, h, w) mask logits, (h, w) = cfg.mask_size(level); channel k = row*S + col."""
+    """Per level (B, S*S, h, w) mask logits, (h, w) = cfg.mask_size(level); channel k = row*S + col.
+    In training (``SOLO(images, active)``) only the masks of the active cells: (P_l, h, w)."""
 
     def probabilities(self) -> tuple[list[Tensor], list[Tensor]]:
         """(category, mask) probabilities per level: the sigmoid of the logits, in float32.
@@ -42,12 +43,16 @@ class SOLO(nn.Module):
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.to(memory_format=self.memory_format)
 
-    def forward(self, images: Tensor) -> SOLOOutput:
-        """Logits for ``images`` (B, 3, H, W), normalised and padded as the data sets do."""
+    def forward(self, images: Tensor, active: list[Tensor] | None = None) -> SOLOOutput:
+        """Logits for ``images`` (B, 3, H, W), normalised and padded as the data sets do.
+
+        ``active`` (per level (B, S^2) bool, the targets' active cells) limits the mask
+        logits to those cells, all that the training loss reads (``SOLOHead.forward``).
+        """
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
         images = images.contiguous(memory_format=self.memory_format)
-        category, masks = self.head(self.backbone(images))
+        category, masks = self.head(self.backbone(images), active)
         return SOLOOutput(category, masks)
 
     @torch.no_grad()
