@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
+from solo_lib.analysis import perfect_output
 from solo_lib.config import SOLOConfig
 from solo_lib.losses import dice_loss, focal_loss, solo_loss
 from solo_lib.model import SOLO, SOLOOutput
@@ -37,19 +37,6 @@ def _target(objects: list[tuple[int, int, int, int, int]], image_size: tuple[int
         "labels": torch.tensor(labels, dtype=torch.int64),
         "masks": torch.stack(masks),
     }
-
-
-def _perfect_output(targets: list[dict], cfg: SOLOConfig, margin: float = 30.0) -> SOLOOutput:
-    """Logits that predict the targets exactly, built image by image from dense targets."""
-    category, masks = [], []
-    per_image = [build_targets(t["boxes"], t["labels"], t["masks"], cfg) for t in targets]
-    for level in range(cfg.num_levels):
-        cats = torch.stack([levels[level].category for levels in per_image])  # (B, S, S)
-        onehot = F.one_hot(cats, cfg.num_classes + 1)[..., 1:].permute(0, 3, 1, 2)
-        category.append((onehot.float() * 2 - 1) * margin)  # (B, C, S, S)
-        dense = torch.stack([levels[level].masks for levels in per_image])  # (B, S^2, h, w)
-        masks.append((dense.float() * 2 - 1) * margin)
-    return SOLOOutput(category, masks)
 
 
 def test_focal_loss_matches_torchvision() -> None:
@@ -99,7 +86,7 @@ def test_solo_loss_is_zero_for_a_perfect_prediction_in_the_right_order() -> None
     levels_with_positives = [t.active.any(dim=1).tolist() for t in batch_targets]
     assert sum(all(both) for both in levels_with_positives) >= 2  # both images, several levels
 
-    output = _perfect_output(targets, cfg)
+    output = perfect_output(targets, cfg)
     losses = solo_loss(output, batch_targets, cfg)
     assert losses["dice"] < 1e-3 and losses["focal"] < 1e-3
 
