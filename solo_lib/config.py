@@ -83,10 +83,10 @@ class SOLOConfig:
     """Channels of the trunk's first stage (then x2 per stage); 64 is torchvision's ResNet.
     Other widths only from scratch (`solo_lib.model.backbone.narrow_resnet`)."""
     pretrained: str | None = None
+    """None (train from scratch), "imagenet" (torchvision weights) or a path to a state dict."""
     channels_last: bool = False
     """Convolutions in channels-last memory layout: faster with oneDNN on CPUs with AMX
     (11 % in float32, 1.6x on top of bf16, measured), no change elsewhere."""
-    """None (train from scratch), "imagenet" (torchvision weights) or a path to a state dict."""
     fpn_channels: int = 256
     head_channels: int = 256
     num_stacked_convs: int = 7
@@ -147,15 +147,17 @@ class SOLOConfig:
         256 px high input (the 300x400 images become 256x341, padded to 352), a
         ResNet-10 trunk (ResNet-18 with one block per stage) at half width (32 to 256
         channels), 32-channel FPN and heads with 2 stacked convs, coarser grids; scale
-        ranges follow from the input height. Batch 4 at a rate of 0.001 per step.
+        ranges follow from the input height. Batch 4 at a rate of 0.002 per step.
 
         Chosen by full 20-minute runs on a 2-core AMD EPYC without bf16 instructions
         (benchmarks/RESULTS.md, "Levers for the 20-minute CPU run"): in that budget the
         model is short of steps, not of capacity. Half the width makes a step 2.6x
         cheaper and lifted the final mask AP50 from 0.038 (ResNet-10 at full width, 500
         steps) to 0.111 (1,100 steps); half the batch at the same rate per step gave
-        twice the steps again and 0.170. The masks still start at the 0.01 prior:
-        starting them at 0.5 learned more slowly.
+        twice the steps again and 0.170; twice the rate per step, 0.213 (four times: no
+        better). The masks still start at the 0.01 prior: starting them at 0.5 learned
+        more slowly; GroupNorm with 8 channels per group, 4 stacked convs instead of 2,
+        and level 0 at stride 4 were no better per epoch.
 
         The schedule fits a time budget: `time_budget_min` sets the number of epochs
         (at most `max_epochs`) from the duration of the epochs so far, and the cosine
@@ -180,7 +182,7 @@ class SOLOConfig:
             num_stacked_convs=2,
             num_grids=(16, 12, 8, 6, 4),
             optimizer="adamw",
-            base_lr=0.004,
+            base_lr=0.008,
             weight_decay=0.05,
             max_epochs=40,
             time_budget_min=18.5,
