@@ -165,8 +165,13 @@ class LitSOLO(pl.LightningModule):
         return last_epoch or self.current_epoch % self.cfg.map_every_n_epochs == 0
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        """The validation losses; on mask-AP epochs also the predictions, from every mask.
+
+        Without AP only the masks of the active cells are computed, the only ones the
+        loss reads: the same losses, without the S^2 masks of every cell.
+        """
         images, targets = batch
-        losses, output = self._losses(images, targets)
+        losses, output = self._losses(images, targets, all_masks=self._map_this_epoch())
         self._check_finite(losses, "validation", batch_idx)
         self.log_dict(
             {f"val/{k}": v for k, v in losses.items()},

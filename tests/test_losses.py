@@ -137,7 +137,7 @@ def test_solo_loss_matches_a_per_image_per_cell_reference() -> None:
 
 def test_solo_loss_without_objects_is_zero_dice_and_backpropagates() -> None:
     torch.manual_seed(0)
-    cfg = SOLOConfig.cpu().replace(image_size=(128, 160))
+    cfg = SOLOConfig.cpu().replace(image_size=(128, 160), mask_head="vanilla")
     model = SOLO(cfg)
     empty = {
         "boxes": torch.zeros(0, 4),

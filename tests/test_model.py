@@ -16,7 +16,7 @@ from solo_lib.config import SOLOConfig
 from solo_lib.data import ImageGeometry
 from solo_lib.model import SOLO, SOLOOutput, build_backbone
 from solo_lib.model.backbone import BASIC_BLOCKS, narrow_resnet
-from solo_lib.model.heads import coord_features
+from solo_lib.model.heads import coord_features, logit_from_log_prob
 
 
 class _Options:
@@ -108,7 +108,7 @@ def test_coord_features_span_minus_one_to_one() -> None:
 def test_category_and_mask_biases_start_at_the_prior() -> None:
     """Both outputs start at p = 0.01 (bias -4.595), as mmdetection's SOLOHead (bias_prob 0.01)."""
     torch.manual_seed(0)
-    cfg = SOLOConfig.cpu()
+    cfg = SOLOConfig.cpu().replace(mask_head="vanilla")
     model = SOLO(cfg)
     prior = -math.log(0.99 / 0.01)
     assert abs(prior - (-4.595)) < 1e-3
@@ -280,7 +280,7 @@ def _random_head_weights(model: SOLO) -> None:
 
 def test_masks_are_the_papers_upsampled_logits() -> None:
     """Upsampling the head's E features before the 1x1 conv = the paper's upsampled S^2 logits."""
-    cfg = SOLOConfig.cpu().replace(image_size=(128, 160), channels_last=False)
+    cfg = SOLOConfig.cpu().replace(image_size=(128, 160), channels_last=False, mask_head="vanilla")
     torch.manual_seed(0)
     model = SOLO(cfg).eval()
     _random_head_weights(model)
@@ -296,7 +296,7 @@ def test_masks_are_the_papers_upsampled_logits() -> None:
 
 
 def test_active_masks_equal_the_dense_masks_at_those_cells_with_their_gradients() -> None:
-    cfg = SOLOConfig.cpu().replace(image_size=(128, 160))
+    cfg = SOLOConfig.cpu().replace(image_size=(128, 160), mask_head="vanilla")
     torch.manual_seed(0)
     model = SOLO(cfg)
     _random_head_weights(model)
@@ -315,3 +315,84 @@ def test_active_masks_equal_the_dense_masks_at_those_cells_with_their_gradients(
     torch.testing.assert_close(grad_sparse, grad_dense, atol=1e-3, rtol=1e-4)
     with pytest.raises(ValueError, match=r"active must be \(B, S\^2\)"):
         model(images, [a[:2] for a in active])
+
+
+def _decoupled(image_size: tuple[int, int] = (128, 160)) -> tuple[SOLO, SOLOConfig]:
+    """A Decoupled-SOLO cpu model whose X and Y outputs have random weights and biases."""
+    cfg = SOLOConfig.cpu().replace(image_size=image_size, mask_head="decoupled")
+    torch.manual_seed(0)
+    model = SOLO(cfg)
+    with torch.no_grad():
+        for conv in [*model.head.mask_out_x, *model.head.mask_out_y]:
+            conv.weight.normal_(0, 0.5)
+            conv.bias.normal_(0, 1.0)
+    return model, cfg
+
+
+def test_decoupled_mask_of_cell_row_i_column_j_is_sigmoid_x_j_times_sigmoid_y_i() -> None:
+    """The paper's Decoupled SOLO, computed by hand from the two branches' outputs."""
+    model, cfg = _decoupled()
+    model.eval()
+    head = model.head
+    with torch.no_grad():
+        features = model.backbone(torch.randn(2, 3, *cfg.image_size))
+        _, masks = head(features)
+        for level, (feature, s) in enumerate(zip(features, cfg.num_grids, strict=True)):
+            x_coord, y_coord = coord_features(feature).split(1, dim=1)
+            x = head.mask_out_x[level](head.mask_convs_x(torch.cat([feature, x_coord], 1)))
+            y = head.mask_out_y[level](head.mask_convs_y(torch.cat([feature, y_coord], 1)))
+            x = nn.functional.interpolate(x, scale_factor=2, mode="bilinear").sigmoid()
+            y = nn.functional.interpolate(y, scale_factor=2, mode="bilinear").sigmoid()
+            assert masks[level].shape == (2, s * s, *cfg.mask_size(level))
+            for row, col in [(0, 0), (0, s - 1), (s - 1, 1), (s // 2, s // 3)]:
+                expected = x[:, col] * y[:, row]  # (B, h, w)
+                got = masks[level][:, row * s + col].sigmoid()
+                torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_decoupled_active_masks_equal_the_dense_masks_with_their_gradients() -> None:
+    model, cfg = _decoupled()
+    images = torch.randn(3, 3, *cfg.image_size)
+    generator = torch.Generator().manual_seed(1)
+    active = [torch.rand(3, s * s, generator=generator) < 0.2 for s in cfg.num_grids]
+    active[1][1] = False  # an image with no active cell on a level
+    dense = model(images).masks
+    sparse = model(images, active).masks
+    for level, (d, a) in enumerate(zip(dense, active, strict=True)):
+        assert sparse[level].shape == (int(a.sum()), *cfg.mask_size(level))
+        torch.testing.assert_close(sparse[level], d[a], atol=1e-4, rtol=1e-4)
+    weight = model.head.mask_out_x[0].weight
+    (grad_dense,) = torch.autograd.grad(dense[0][active[0]].sum(), weight)
+    (grad_sparse,) = torch.autograd.grad(sparse[0].sum(), weight)
+    torch.testing.assert_close(grad_sparse, grad_dense, atol=1e-3, rtol=1e-4)
+    with pytest.raises(ValueError, match=r"active must be \(B, S\^2\)"):
+        model(images, [a[:2] for a in active])
+
+
+def test_decoupled_masks_start_at_the_prior() -> None:
+    """Each factor starts at p = 0.1 (bias -2.197), so that their product starts at 0.01."""
+    cfg = SOLOConfig.cpu().replace(mask_head="decoupled")
+    torch.manual_seed(0)
+    model = SOLO(cfg)
+    for conv in [*model.head.mask_out_x, *model.head.mask_out_y]:
+        assert torch.allclose(conv.bias, torch.full_like(conv.bias, -math.log(0.9 / 0.1)))
+    with torch.no_grad():
+        masks = model(torch.randn(1, 3, *cfg.image_size)).masks
+    probs = torch.cat([m.sigmoid().flatten() for m in masks])
+    assert abs(probs.mean().item() - 0.01) < 0.002
+
+
+def test_logit_from_log_prob_inverts_the_sigmoid_and_stays_finite_at_certainty() -> None:
+    p = torch.tensor([1e-30, 1e-4, 0.5, 0.9, 1 - 1e-4], dtype=torch.float64)
+    logits = logit_from_log_prob(p.log())
+    torch.testing.assert_close(logits.sigmoid(), p, rtol=1e-6, atol=0)
+    log_p = torch.zeros(2, requires_grad=True)  # p = 1: log p = 0, logit clamped
+    logits = logit_from_log_prob(log_p)
+    logits.sum().backward()
+    assert torch.isfinite(logits).all() and torch.isfinite(log_p.grad).all()
+    assert abs(logits[0].item() - math.log(1e6)) < 1e-3
+
+
+def test_unknown_mask_head_is_refused() -> None:
+    with pytest.raises(ValueError, match="mask_head must be 'vanilla' or 'decoupled'"):
+        SOLOConfig.cpu().replace(mask_head="dynamic")

@@ -87,15 +87,18 @@ def draw_architecture(cfg: SOLOConfig) -> Figure:
         f"3x3 conv -> C = {cfg.num_classes}\nbias -4.595 (p = 0.01)",
         "cate",
     )
-    box(
-        10.3,
-        0.8,
-        3.0,
-        4.2,
-        f"mask branch\n(shared by all levels)\n\n+ CoordConv x, y\n{k} x [3x3 conv {ch},\nGN(32), ReLU]\n"
-        "1x1 conv -> S\u00b2\n(one per level)\nbilinear x2",
-        "mask",
-    )
+    if cfg.mask_head == "decoupled":
+        mask_text = (
+            f"decoupled mask branch\n(shared by all levels)\n\nX: + CoordConv x, Y: + y\n"
+            f"each {k} x [3x3 conv {ch},\nGN(32), ReLU]\n1x1 conv -> S (one per level)\n"
+            "bilinear x2\nmask(i, j) = \u03c3(X_j) \u03c3(Y_i)"
+        )
+    else:
+        mask_text = (
+            f"mask branch\n(shared by all levels)\n\n+ CoordConv x, y\n{k} x [3x3 conv {ch},\n"
+            "GN(32), ReLU]\n1x1 conv -> S\u00b2\n(one per level)\nbilinear x2"
+        )
+    box(10.3, 0.8, 3.0, 4.2, mask_text, "mask")
     ax.plot([9.4, 9.85, 9.85], [rows[0] + 0.45, rows[0] + 0.45, rows[4] + 0.45], color="#444444")
     ax.plot([9.4, 9.85], [rows[4] + 0.45] * 2, color="#444444")
     for y in rows[1:4]:

@@ -7,6 +7,11 @@ For each level with grid S:
   ``num_stacked_convs`` x [3x3 conv, GN, ReLU], a per-level 1x1 conv to S^2 logits
   (one channel per grid cell), upsampled x2 -> (B, S^2, 2 H_f, 2 W_f).
 
+Decoupled SOLO (``cfg.mask_head = "decoupled"``, from the same paper) replaces the
+S^2 mask channels by an X and a Y branch of S channels each (two stacks, each with its
+own coordinate channel); the mask of cell (row i, column j) is sigmoid(X_j) *
+sigmoid(Y_i), returned as a logit like the vanilla head's.
+
 Only the final 1x1 mask convs are per level. Initialisation: conv weights
 normal(std=0.01); the category output bias starts at the focal prior
 -log((1 - 0.01) / 0.01) = -4.595, so that every cell first predicts p = 0.01 and the
@@ -14,7 +19,7 @@ many negatives do not swamp the focal loss in the first iterations. The 1x1 mask
 convs start at the same prior, as mmdetection's ``SOLOHead`` (``conv_mask_list``,
 ``bias_prob=0.01``) and the official SOLO code (``solo_ins_list``) do: every mask
 pixel first predicts p = 0.01, a near-empty mask, and the dice loss grows the object
-out of it.
+out of it. Decoupled, each factor starts at p = 0.1, so that their product does too.
 """
 
 from __future__ import annotations
@@ -73,8 +78,15 @@ class SOLOHead(nn.Module):
         self.num_grids = cfg.num_grids
         self.cate_convs = _conv_stack(in_channels, channels, cfg.num_stacked_convs)
         self.cate_out = nn.Conv2d(channels, cfg.num_classes, 3, padding=1)
-        self.mask_convs = _conv_stack(in_channels + 2, channels, cfg.num_stacked_convs)
-        self.mask_out = nn.ModuleList(nn.Conv2d(channels, s * s, 1) for s in cfg.num_grids)
+        self.decoupled = cfg.mask_head == "decoupled"
+        if self.decoupled:  # each branch sees its own coordinate: x for X, y for Y
+            self.mask_convs_x = _conv_stack(in_channels + 1, channels, cfg.num_stacked_convs)
+            self.mask_convs_y = _conv_stack(in_channels + 1, channels, cfg.num_stacked_convs)
+            self.mask_out_x = nn.ModuleList(nn.Conv2d(channels, s, 1) for s in cfg.num_grids)
+            self.mask_out_y = nn.ModuleList(nn.Conv2d(channels, s, 1) for s in cfg.num_grids)
+        else:
+            self.mask_convs = _conv_stack(in_channels + 2, channels, cfg.num_stacked_convs)
+            self.mask_out = nn.ModuleList(nn.Conv2d(channels, s * s, 1) for s in cfg.num_grids)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -85,8 +97,13 @@ class SOLOHead(nn.Module):
                     nn.init.zeros_(module.bias)
         prior_bias = -math.log((1 - PRIOR_PROB) / PRIOR_PROB)
         nn.init.constant_(self.cate_out.bias, prior_bias)
-        for conv in self.mask_out:
-            nn.init.constant_(conv.bias, prior_bias)
+        if self.decoupled:  # sigmoid(X) = sigmoid(Y) = 0.1: their product starts at 0.01 too
+            factor_bias = -math.log((1 - math.sqrt(PRIOR_PROB)) / math.sqrt(PRIOR_PROB))
+            for conv in [*self.mask_out_x, *self.mask_out_y]:
+                nn.init.constant_(conv.bias, factor_bias)
+        else:
+            for conv in self.mask_out:
+                nn.init.constant_(conv.bias, prior_bias)
 
     def forward(
         self, features: list[Tensor], active: list[Tensor] | None = None
@@ -106,13 +123,17 @@ class SOLOHead(nn.Module):
             cate = F.interpolate(feature, size=(s, s), mode="bilinear", align_corners=False)
             categories.append(self.cate_out(self.cate_convs(cate)))  # (B, C, S, S)
 
+            if self.decoupled:
+                masks.append(
+                    self._decoupled_masks(level, feature, None if active is None else active[level])
+                )
+                continue
             mask = self.mask_convs(torch.cat([feature, coord_features(feature)], dim=1))
-            h, w = mask.shape[-2:]
             # The paper upsamples the S^2 mask logits x2. Bilinear weights sum to 1 and a
             # 1x1 conv is linear per pixel, so upsampling the `channels` features first and
             # applying the 1x1 conv after gives the same logits, without interpolating
             # (and back-propagating through) S^2 channels.
-            mask = F.interpolate(mask, size=(2 * h, 2 * w), mode="bilinear", align_corners=False)
+            mask = _upsample2(mask)
             if active is None:
                 masks.append(self.mask_out[level](mask))  # (B, S^2, 2 H_f, 2 W_f)
             else:
@@ -137,3 +158,55 @@ class SOLOHead(nn.Module):
             logits = weight[cells] @ feature[b].flatten(1) + conv.bias[cells, None]  # (n_b, h*w)
             out.append(logits.view(-1, h, w))
         return torch.cat(out)
+
+    def decoupled_factors(self, level: int, feature: Tensor) -> tuple[Tensor, Tensor]:
+        """Decoupled SOLO's X and Y logits of ``level``: (B, S, 2 H_f, 2 W_f) each, in float32.
+
+        Channel j of X scores "this pixel belongs to the object centred in column j",
+        channel i of Y "... in row i"; the mask of cell (i, j) is sigmoid(X_j) *
+        sigmoid(Y_i). Each branch sees the feature and its own coordinate (x for X).
+        """
+        if not self.decoupled:
+            raise ValueError("decoupled_factors needs cfg.mask_head = 'decoupled'")
+        coords = coord_features(feature)
+        x = self.mask_out_x[level](self.mask_convs_x(torch.cat([feature, coords[:, :1]], dim=1)))
+        y = self.mask_out_y[level](self.mask_convs_y(torch.cat([feature, coords[:, 1:]], dim=1)))
+        return _upsample2(x).float(), _upsample2(y).float()
+
+    def _decoupled_masks(self, level: int, feature: Tensor, active: Tensor | None) -> Tensor:
+        """Decoupled mask logits of ``level``: (B, S^2, h, w), or (P, h, w) at ``active``.
+
+        Each of the 2S outputs learns from every object centred in its column or row,
+        where a vanilla cell's weights learn only from objects centred in that cell.
+        Returned as logits, log(p / (1 - p)) of the product p, so that losses and
+        post-processing read both heads alike.
+        """
+        s = self.num_grids[level]
+        x, y = self.decoupled_factors(level, feature)
+        log_x, log_y = F.logsigmoid(x), F.logsigmoid(y)  # (B, S, h, w): log sigmoid(X_j), (Y_i)
+        if active is None:
+            log_p = (log_y[:, :, None] + log_x[:, None, :]).flatten(1, 2)  # (B, S^2, h, w)
+        else:
+            if active.shape != (feature.shape[0], s * s):
+                raise ValueError(
+                    f"active must be (B, S^2) = {(feature.shape[0], s * s)}, "
+                    f"got {tuple(active.shape)}"
+                )
+            image, cell = active.nonzero(as_tuple=True)  # image-major: the order of masks[active]
+            log_p = log_y[image, cell // s] + log_x[image, cell % s]  # (P, h, w)
+        return logit_from_log_prob(log_p)
+
+
+def _upsample2(x: Tensor) -> Tensor:
+    """Bilinear x2 upsampling of (B, C, h, w) -> (B, C, 2h, 2w), as the paper's mask outputs."""
+    return F.interpolate(x, size=(2 * x.shape[-2], 2 * x.shape[-1]), mode="bilinear")
+
+
+def logit_from_log_prob(log_p: Tensor) -> Tensor:
+    """log(p / (1 - p)) from log p <= 0, without forming p (a product of sigmoids underflows).
+
+    log p is clamped to -1e-6 (p <= 1 - 1e-6, logit <= 13.8): at p = 1 the logit is
+    infinite and its gradient not a number.
+    """
+    log_p = log_p.clamp(max=-1e-6)
+    return log_p - torch.log(-torch.expm1(log_p))
