@@ -16,6 +16,7 @@ import time
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor
 
 from solo_lib.config import SOLOConfig
@@ -92,10 +93,11 @@ class LitSOLO(pl.LightningModule):
 
     Logged metrics: ``train/{loss,focal,dice}`` (per step and per epoch),
     ``val/{loss,focal,dice}``, the mask mAP ``val/{AP,AP50,AP75}`` plus
-    ``val/AP_<class name>``, and ``time/minutes`` since training started. Mask mAP
-    is computed on epochs 0, k, 2k, ... for k = ``config.map_every_n_epochs``, and on
-    the last epoch: from the first
+    ``val/AP_<class name>``, and ``time/minutes`` since training started; ``test/...``
+    the same for `trainer.test`. In training, mask mAP is computed on epochs 0, k, 2k,
+    ... for k = ``config.map_every_n_epochs``, and on the last epoch: from the first
     validation on, a checkpoint callback that monitors ``val/AP`` finds a value.
+    `trainer.validate` and `trainer.test` always compute it.
     """
 
     def __init__(self, config: SOLOConfig) -> None:
@@ -159,22 +161,38 @@ class LitSOLO(pl.LightningModule):
         self.log("time/minutes", minutes, on_epoch=True, sync_dist=False)
 
     def _map_this_epoch(self) -> bool:
+        """Whether this evaluation computes mask mAP: always outside `fit`, and in `fit` on
+        epochs 0, k, 2k, ... (k = ``config.map_every_n_epochs``) and the last."""
+        if self.trainer.state.fn != TrainerFn.FITTING:
+            return True
         last_epoch = self.trainer.max_epochs is not None and (
             self.current_epoch == self.trainer.max_epochs - 1
         )
         return last_epoch or self.current_epoch % self.cfg.map_every_n_epochs == 0
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        """The validation losses; on mask-AP epochs also the predictions, from every mask.
+        self._evaluation_step(batch, batch_idx, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluation_step(batch, batch_idx, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_map("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_map("test")
+
+    def _evaluation_step(self, batch: Batch, batch_idx: int, stage: str) -> None:
+        """The losses of a held-out batch; on mask-AP epochs also its predictions.
 
         Without AP only the masks of the active cells are computed, the only ones the
         loss reads: the same losses, without the S^2 masks of every cell.
         """
         images, targets = batch
         losses, output = self._losses(images, targets, all_masks=self._map_this_epoch())
-        self._check_finite(losses, "validation", batch_idx)
+        self._check_finite(losses, stage, batch_idx)
         self.log_dict(
-            {f"val/{k}": v for k, v in losses.items()},
+            {f"{stage}/{k}": v for k, v in losses.items()},
             on_epoch=True,
             batch_size=images.shape[0],
             sync_dist=True,
@@ -187,14 +205,15 @@ class LitSOLO(pl.LightningModule):
                 image_ids=[int(t["image_id"]) for t in targets],
             )
 
-    def on_validation_epoch_end(self) -> None:
+    def _log_map(self, stage: str) -> None:
+        """Log ``{stage}/AP``, ``AP50``, ``AP75`` and the AP per class, when computed."""
         if not self._map_this_epoch():
             return
         result = self.evaluator.compute()
         self.evaluator.reset()
-        metrics = {f"val/{k}": float(result[k]) for k in ("AP", "AP50", "AP75")}
+        metrics = {f"{stage}/{k}": float(result[k]) for k in ("AP", "AP50", "AP75")}
         for name, ap in result["per_class_AP"].items():
-            metrics[f"val/AP_{name}"] = float(ap)
+            metrics[f"{stage}/AP_{name}"] = float(ap)
         self.log_dict(metrics, sync_dist=False)
 
     def predict_step(self, batch: Batch, batch_idx: int) -> tuple[Tensor, list[dict], list[dict]]:

@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
+from solo_lib.data import CIS680Dataset, write_coco_dataset, write_dataset
 from solo_lib.module import LitSOLO
 from solo_lib.paths import REPO_ROOT
 from solo_lib.seeding import seed_everything
@@ -295,3 +299,60 @@ def test_null_precision_becomes_the_machines_fastest(
         args=["fit", "--config", str(config), "--trainer.precision=32-true"],
     )
     assert explicit.trainer.precision == "32-true"  # an explicit choice is kept
+
+
+def test_validate_ap_is_cocoevals_ap_on_predicts_results(tmp_path, tiny_config):
+    """The check of record, through the command line: the mask AP that `validate` prints
+    for a COCO set is pycocotools' COCOeval(segm) on the results.json that `predict`
+    writes for that set, against its annotation file. The model memorises the set first
+    (no augmentation, one batch of 4 images, 60 steps: AP50 about 0.26), so that the match
+    means something.
+    """
+    cfg = tiny_config.replace(
+        image_size=(128, 160),
+        hflip_prob=0.0,
+        scale_jitter=(1.0, 1.0),
+        batch_size=4,
+        max_epochs=60,
+        warmup_iters=5,
+        lr_milestones=(),
+    )
+    source = write_dataset(tmp_path / "cis", num_images=4, seed=5)
+    image_dir, annotations = write_coco_dataset(CIS680Dataset(source, cfg), tmp_path / "coco")
+    config = _write_config(tmp_path, cfg, image_dir)
+    data = [
+        "--data.format=coco",
+        f"--data.annotation_file={annotations}",
+        f"--data.val_root={image_dir}",
+        f"--data.val_annotation_file={annotations}",
+    ]
+    fit = _finish(_solo("fit", "--config", str(config), *data, "--trainer.limit_val_batches=0"))
+    checkpoint = fit.split("last checkpoint: ")[1].split()[0]
+
+    out = _finish(_solo("validate", "--config", str(config), *data, "--ckpt_path", checkpoint))
+    printed = {}
+    for key in ("AP", "AP50", "AP75"):
+        found = re.search(rf"val/{key}[\s│|]+([0-9][0-9.eE-]*)", out)
+        assert found, out[-2000:]
+        printed[key] = float(found.group(1))
+
+    out_dir = tmp_path / "predictions"
+    predict = _solo(
+        "predict",
+        "--config",
+        str(config),
+        *data,
+        "--ckpt_path",
+        checkpoint,
+        f"--predict_output.output_dir={out_dir}",
+    )
+    _finish(predict)
+    results = json.loads((out_dir / "results.json").read_text())
+    ground_truth = COCO(str(annotations))
+    evaluation = COCOeval(ground_truth, ground_truth.loadRes(results), "segm")
+    evaluation.evaluate()
+    evaluation.accumulate()
+    evaluation.summarize()
+    cocoeval = dict(zip(("AP", "AP50", "AP75"), evaluation.stats[:3], strict=True))
+    assert cocoeval["AP50"] > 0.1, "the memorised model should find some of its objects"
+    assert printed == pytest.approx(cocoeval, abs=1e-4)

@@ -73,6 +73,22 @@ def test_map_every_n_epochs_starts_at_epoch_0_so_checkpointing_on_val_ap_works(
     assert best.best_model_path
 
 
+def test_validate_and_test_compute_mask_ap_whatever_the_epoch(tiny_config, tiny_data_dir):
+    """Outside `fit` the AP is always computed: after 3 epochs `validate` and `test` run
+    at epoch 3, which is neither a multiple of map_every_n_epochs = 2 nor the last."""
+    cfg = tiny_config.replace(max_epochs=3, map_every_n_epochs=2)
+    model, data = LitSOLO(cfg), SOLODataModule(cfg, root=str(tiny_data_dir))
+    trainer = _trainer(max_epochs=3, limit_train_batches=1)
+    trainer.fit(model, datamodule=data)
+    (validated,) = _trainer(limit_val_batches=1.0).validate(model, datamodule=data, verbose=False)
+    (tested,) = _trainer().test(model, datamodule=data, verbose=False)
+    for stage, metrics in (("val", validated), ("test", tested)):
+        assert {f"{stage}/{k}" for k in ("loss", "AP", "AP50", "AP75")} <= set(metrics)
+    # the test split is the validation split here: the same numbers
+    assert tested["test/loss"] == pytest.approx(validated["val/loss"])
+    assert tested["test/AP50"] == pytest.approx(validated["val/AP50"], nan_ok=True)
+
+
 class _ExplodingSOLO(LitSOLO):
     """Returns an infinite dice loss from the third training step on."""
 
