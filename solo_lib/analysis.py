@@ -1,4 +1,4 @@
-"""What a configuration allows on a data set, measured before any training.
+"""What a configuration allows on a data set, and what a trained model's two outputs cost.
 
 `perfect_output` turns an image's targets into the logits a perfect network would
 give: every positive cell certain of its class, every mask channel exactly its
@@ -8,6 +8,10 @@ returns is the most that a network with this geometry (input size, strides, grid
 and these inference settings can reach: objects whose target mask is too coarse,
 that no level takes, or that share a cell with another object of their class are
 lost here already, before any learning.
+
+`error_sources` swaps one of a trained model's outputs (category grids or masks) for
+the perfect one: the AP that the other output allows, so that a learner sees which of
+the two branches holds the model back.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from torch import Tensor
 
 from solo_lib.config import SOLOConfig
 from solo_lib.evaluation import MaskEvaluator
-from solo_lib.model.solo import SOLOOutput
+from solo_lib.model.solo import SOLO, SOLOOutput
 from solo_lib.postprocess import postprocess
 from solo_lib.targets import build_targets
 
@@ -60,3 +64,38 @@ def ceiling(batches: Iterable[tuple[Tensor, list[dict]]], cfg: SOLOConfig) -> di
             image_ids=[int(t["image_id"]) for t in targets],
         )
     return evaluator.compute()
+
+
+def error_sources(
+    model: SOLO, batches: Iterable[tuple[Tensor, list[dict]]], cfg: SOLOConfig
+) -> dict[str, dict]:
+    """Mask AP of `model` on `batches`, and with one of its outputs made perfect.
+
+    Returns `MaskEvaluator.compute` results for ``"model"`` (its own output),
+    ``"perfect masks"`` (its category grids with the targets' masks: what its categories
+    allow) and ``"perfect categories"`` (the targets' grids with its masks: what its masks
+    allow). The swap that lifts the AP more names the branch that costs more.
+    """
+    names = ("model", "perfect masks", "perfect categories")
+    evaluators = {name: MaskEvaluator(cfg.class_names) for name in names}
+    was_training = model.training
+    model.eval()
+    try:
+        for images, targets in batches:
+            with torch.no_grad():
+                own = model(images)
+            perfect = perfect_output(targets, cfg)
+            outputs = {
+                "model": own,
+                "perfect masks": SOLOOutput(own.category, perfect.masks),
+                "perfect categories": SOLOOutput(perfect.category, own.masks),
+            }
+            for name, output in outputs.items():
+                evaluators[name].update(
+                    postprocess(*output.probabilities(), targets, cfg),
+                    [t["original"] for t in targets],
+                    image_ids=[int(t["image_id"]) for t in targets],
+                )
+    finally:
+        model.train(was_training)
+    return {name: evaluator.compute() for name, evaluator in evaluators.items()}

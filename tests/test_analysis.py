@@ -6,10 +6,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from solo_lib.analysis import ceiling
+from solo_lib.analysis import CERTAIN, ceiling, error_sources, perfect_output
 from solo_lib.config import SOLOConfig
 from solo_lib.data.coco import CocoInstanceDataset, write_coco_dataset
 from solo_lib.data.datamodule import collate
+from solo_lib.model.solo import SOLOOutput
 
 #: Original images are 128 x 160, the input of the config below: no resizing in between.
 SIZE = (128, 160)
@@ -71,3 +72,31 @@ def test_an_object_too_small_for_its_mask_is_lost_before_training(tmp_path) -> N
     images = [[(10, 10, 60, 60, 1), (100, 140, 3, 3, 1)]]
     result = _ceiling(images, tmp_path)
     assert float(result["AP50"]) == pytest.approx(51 / 101, abs=1e-4)
+
+
+class _FixedOutput(torch.nn.Module):
+    """A "network" that returns one fixed output, whatever the images."""
+
+    def __init__(self, output) -> None:
+        super().__init__()
+        self.output = output
+
+    def forward(self, images: torch.Tensor):
+        return self.output
+
+
+def test_error_sources_swap_exactly_one_output(tmp_path) -> None:
+    """A model with perfect masks and no object in its category grids: its own AP is 0,
+    with perfect categories it is the ceiling (1 on the 16 px grid), with perfect masks
+    (its empty grids kept) still 0. The swap that lifts AP names the failing branch."""
+    cfg = SOLOConfig.cpu().replace(num_classes=2, class_names=("a", "b"), image_size=SIZE)
+    images = [[(16, 16, 48, 48, 1), (64, 96, 48, 48, 2)], [(16, 80, 64, 64, 1)]]
+    image_dir, annotations = write_coco_dataset(_Rectangles(images), tmp_path / "coco")
+    dataset = CocoInstanceDataset(image_dir, annotations, cfg)
+    batch = collate([dataset[i] for i in range(len(dataset))])
+    perfect = perfect_output(batch[1], cfg)
+    blind = SOLOOutput([torch.full_like(c, -CERTAIN) for c in perfect.category], perfect.masks)
+    result = error_sources(_FixedOutput(blind), [batch], cfg)
+    assert float(result["model"]["AP"]) == 0.0
+    assert float(result["perfect categories"]["AP"]) == pytest.approx(1.0)
+    assert float(result["perfect masks"]["AP"]) == 0.0
