@@ -270,10 +270,13 @@ def test_channels_last_changes_the_layout_not_the_outputs() -> None:
         torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
 
 
-def _random_head_weights(model: SOLO) -> None:
-    """Give the 1x1 mask convs random weights and biases, so that every channel differs."""
+def _random_mask_outputs(model: SOLO) -> None:
+    """Give the final mask convs (S^2 channels, or X and Y) random weights and biases, so
+    that every channel differs."""
+    head = model.head
+    convs = [*head.mask_out_x, *head.mask_out_y] if head.decoupled else list(head.mask_out)
     with torch.no_grad():
-        for conv in model.head.mask_out:
+        for conv in convs:
             conv.weight.normal_(0, 0.5)
             conv.bias.normal_(0, 1.0)
 
@@ -283,7 +286,7 @@ def test_masks_are_the_papers_upsampled_logits() -> None:
     cfg = SOLOConfig.cpu().replace(image_size=(128, 160), channels_last=False, mask_head="vanilla")
     torch.manual_seed(0)
     model = SOLO(cfg).eval()
-    _random_head_weights(model)
+    _random_mask_outputs(model)
     head = model.head
     with torch.no_grad():
         features = model.backbone(torch.randn(2, 3, *cfg.image_size))
@@ -295,11 +298,14 @@ def test_masks_are_the_papers_upsampled_logits() -> None:
             torch.testing.assert_close(masks[level], paper, atol=1e-4, rtol=1e-4)
 
 
-def test_active_masks_equal_the_dense_masks_at_those_cells_with_their_gradients() -> None:
-    cfg = SOLOConfig.cpu().replace(image_size=(128, 160), mask_head="vanilla")
+@pytest.mark.parametrize("mask_head", ["vanilla", "decoupled"])
+def test_active_masks_equal_the_dense_masks_at_those_cells_with_their_gradients(
+    mask_head: str,
+) -> None:
+    cfg = SOLOConfig.cpu().replace(image_size=(128, 160), mask_head=mask_head)
     torch.manual_seed(0)
     model = SOLO(cfg)
-    _random_head_weights(model)
+    _random_mask_outputs(model)
     images = torch.randn(3, 3, *cfg.image_size)
     generator = torch.Generator().manual_seed(1)
     active = [torch.rand(3, s * s, generator=generator) < 0.1 for s in cfg.num_grids]
@@ -309,7 +315,8 @@ def test_active_masks_equal_the_dense_masks_at_those_cells_with_their_gradients(
     for level, (d, a) in enumerate(zip(dense, active, strict=True)):
         assert sparse[level].shape == (int(a.sum()), *cfg.mask_size(level))
         torch.testing.assert_close(sparse[level], d[a], atol=1e-4, rtol=1e-4)
-    weight = model.head.mask_out[0].weight
+    head = model.head
+    weight = head.mask_out_x[0].weight if head.decoupled else head.mask_out[0].weight
     (grad_dense,) = torch.autograd.grad(dense[0][active[0]].sum(), weight)
     (grad_sparse,) = torch.autograd.grad(sparse[0].sum(), weight)
     torch.testing.assert_close(grad_sparse, grad_dense, atol=1e-3, rtol=1e-4)
@@ -317,22 +324,12 @@ def test_active_masks_equal_the_dense_masks_at_those_cells_with_their_gradients(
         model(images, [a[:2] for a in active])
 
 
-def _decoupled(image_size: tuple[int, int] = (128, 160)) -> tuple[SOLO, SOLOConfig]:
-    """A Decoupled-SOLO cpu model whose X and Y outputs have random weights and biases."""
-    cfg = SOLOConfig.cpu().replace(image_size=image_size, mask_head="decoupled")
-    torch.manual_seed(0)
-    model = SOLO(cfg)
-    with torch.no_grad():
-        for conv in [*model.head.mask_out_x, *model.head.mask_out_y]:
-            conv.weight.normal_(0, 0.5)
-            conv.bias.normal_(0, 1.0)
-    return model, cfg
-
-
 def test_decoupled_mask_of_cell_row_i_column_j_is_sigmoid_x_j_times_sigmoid_y_i() -> None:
     """The paper's Decoupled SOLO, computed by hand from the two branches' outputs."""
-    model, cfg = _decoupled()
-    model.eval()
+    cfg = SOLOConfig.cpu().replace(image_size=(128, 160), mask_head="decoupled")
+    torch.manual_seed(0)
+    model = SOLO(cfg).eval()
+    _random_mask_outputs(model)
     head = model.head
     with torch.no_grad():
         features = model.backbone(torch.randn(2, 3, *cfg.image_size))
@@ -348,25 +345,6 @@ def test_decoupled_mask_of_cell_row_i_column_j_is_sigmoid_x_j_times_sigmoid_y_i(
                 expected = x[:, col] * y[:, row]  # (B, h, w)
                 got = masks[level][:, row * s + col].sigmoid()
                 torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
-
-
-def test_decoupled_active_masks_equal_the_dense_masks_with_their_gradients() -> None:
-    model, cfg = _decoupled()
-    images = torch.randn(3, 3, *cfg.image_size)
-    generator = torch.Generator().manual_seed(1)
-    active = [torch.rand(3, s * s, generator=generator) < 0.2 for s in cfg.num_grids]
-    active[1][1] = False  # an image with no active cell on a level
-    dense = model(images).masks
-    sparse = model(images, active).masks
-    for level, (d, a) in enumerate(zip(dense, active, strict=True)):
-        assert sparse[level].shape == (int(a.sum()), *cfg.mask_size(level))
-        torch.testing.assert_close(sparse[level], d[a], atol=1e-4, rtol=1e-4)
-    weight = model.head.mask_out_x[0].weight
-    (grad_dense,) = torch.autograd.grad(dense[0][active[0]].sum(), weight)
-    (grad_sparse,) = torch.autograd.grad(sparse[0].sum(), weight)
-    torch.testing.assert_close(grad_sparse, grad_dense, atol=1e-3, rtol=1e-4)
-    with pytest.raises(ValueError, match=r"active must be \(B, S\^2\)"):
-        model(images, [a[:2] for a in active])
 
 
 def test_decoupled_masks_start_at_the_prior() -> None:
