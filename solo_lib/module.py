@@ -189,7 +189,8 @@ class LitSOLO(pl.LightningModule):
         loss reads: the same losses, without the S^2 masks of every cell.
         """
         images, targets = batch
-        losses, output = self._losses(images, targets, all_masks=self._map_this_epoch())
+        with_map = self._map_this_epoch()
+        losses, output = self._losses(images, targets, all_masks=with_map)
         self._check_finite(losses, stage, batch_idx)
         self.log_dict(
             {f"{stage}/{k}": v for k, v in losses.items()},
@@ -197,7 +198,7 @@ class LitSOLO(pl.LightningModule):
             batch_size=images.shape[0],
             sync_dist=True,
         )
-        if self._map_this_epoch():
+        if with_map:
             predictions = postprocess(*output.probabilities(), targets, self.cfg)
             self.evaluator.update(
                 predictions,

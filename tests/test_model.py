@@ -270,23 +270,25 @@ def test_channels_last_changes_the_layout_not_the_outputs() -> None:
         torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
 
 
-def _random_mask_outputs(model: SOLO) -> None:
-    """Give the final mask convs (S^2 channels, or X and Y) random weights and biases, so
-    that every channel differs."""
+def _random_mask_model(mask_head: str, **changes) -> tuple[SOLO, SOLOConfig]:
+    """A cpu-preset SOLO at 128 x 160 whose final mask convs (S^2 channels, or X and Y)
+    have random weights and biases, so that every channel differs."""
+    cfg = SOLOConfig.cpu().replace(image_size=(128, 160), mask_head=mask_head, **changes)
+    torch.manual_seed(0)
+    model = SOLO(cfg)
     head = model.head
     convs = [*head.mask_out_x, *head.mask_out_y] if head.decoupled else list(head.mask_out)
     with torch.no_grad():
         for conv in convs:
             conv.weight.normal_(0, 0.5)
             conv.bias.normal_(0, 1.0)
+    return model, cfg
 
 
 def test_masks_are_the_papers_upsampled_logits() -> None:
     """Upsampling the head's E features before the 1x1 conv = the paper's upsampled S^2 logits."""
-    cfg = SOLOConfig.cpu().replace(image_size=(128, 160), channels_last=False, mask_head="vanilla")
-    torch.manual_seed(0)
-    model = SOLO(cfg).eval()
-    _random_mask_outputs(model)
+    model, cfg = _random_mask_model("vanilla", channels_last=False)
+    model.eval()
     head = model.head
     with torch.no_grad():
         features = model.backbone(torch.randn(2, 3, *cfg.image_size))
@@ -302,10 +304,7 @@ def test_masks_are_the_papers_upsampled_logits() -> None:
 def test_active_masks_equal_the_dense_masks_at_those_cells_with_their_gradients(
     mask_head: str,
 ) -> None:
-    cfg = SOLOConfig.cpu().replace(image_size=(128, 160), mask_head=mask_head)
-    torch.manual_seed(0)
-    model = SOLO(cfg)
-    _random_mask_outputs(model)
+    model, cfg = _random_mask_model(mask_head)
     images = torch.randn(3, 3, *cfg.image_size)
     generator = torch.Generator().manual_seed(1)
     active = [torch.rand(3, s * s, generator=generator) < 0.1 for s in cfg.num_grids]
@@ -326,10 +325,8 @@ def test_active_masks_equal_the_dense_masks_at_those_cells_with_their_gradients(
 
 def test_decoupled_mask_of_cell_row_i_column_j_is_sigmoid_x_j_times_sigmoid_y_i() -> None:
     """The paper's Decoupled SOLO, computed by hand from the two branches' outputs."""
-    cfg = SOLOConfig.cpu().replace(image_size=(128, 160), mask_head="decoupled")
-    torch.manual_seed(0)
-    model = SOLO(cfg).eval()
-    _random_mask_outputs(model)
+    model, cfg = _random_mask_model("decoupled")
+    model.eval()
     head = model.head
     with torch.no_grad():
         features = model.backbone(torch.randn(2, 3, *cfg.image_size))

@@ -118,6 +118,13 @@ class SOLOHead(nn.Module):
         """
         if len(features) != len(self.num_grids):
             raise ValueError(f"expected {len(self.num_grids)} feature levels, got {len(features)}")
+        if active is not None:
+            for level, (cells, s) in enumerate(zip(active, self.num_grids, strict=True)):
+                if cells.shape != (features[level].shape[0], s * s):
+                    raise ValueError(
+                        f"active must be (B, S^2) = {(features[level].shape[0], s * s)} on "
+                        f"level {level}, got {tuple(cells.shape)}"
+                    )
         categories, masks = [], []
         for level, (feature, s) in enumerate(zip(features, self.num_grids, strict=True)):
             cate = F.interpolate(feature, size=(s, s), mode="bilinear", align_corners=False)
@@ -145,11 +152,6 @@ class SOLOHead(nn.Module):
         """The 1x1 ``conv`` (S^2 outputs) on ``feature`` (B, E, h, w) at the ``active`` (B, S^2)
         cells only -> (P, h, w): for each image, its active cells' rows of the weight
         matrix (n_b, E) times the image's feature (E, h * w)."""
-        if active.shape != (feature.shape[0], conv.out_channels):
-            raise ValueError(
-                f"active must be (B, S^2) = {(feature.shape[0], conv.out_channels)}, "
-                f"got {tuple(active.shape)}"
-            )
         h, w = feature.shape[-2:]
         weight = conv.weight.flatten(1)  # (S^2, E)
         out = []
@@ -187,11 +189,6 @@ class SOLOHead(nn.Module):
         if active is None:
             log_p = (log_y[:, :, None] + log_x[:, None, :]).flatten(1, 2)  # (B, S^2, h, w)
         else:
-            if active.shape != (feature.shape[0], s * s):
-                raise ValueError(
-                    f"active must be (B, S^2) = {(feature.shape[0], s * s)}, "
-                    f"got {tuple(active.shape)}"
-                )
             image, cell = active.nonzero(as_tuple=True)  # image-major: the order of masks[active]
             log_p = log_y[image, cell // s] + log_x[image, cell % s]  # (P, h, w)
         return logit_from_log_prob(log_p)
