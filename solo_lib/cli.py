@@ -1,10 +1,16 @@
-"""`python -m solo_lib fit|validate|test|predict`: the command line, built on LightningCLI.
+"""`python -m solo_lib fit|validate|test|predict|analyse`: the command line, built on LightningCLI.
 
 Start from a preset's YAML file and override any field on the command line::
 
     python -m solo_lib fit --config solo_lib/configs/cpu.yaml --model.config.max_epochs 4
     python -m solo_lib predict --config solo_lib/configs/cpu.yaml --ckpt_path best.ckpt \
         --data.predict_dir my_images/ --predict_output.output_dir runs/predictions
+    python -m solo_lib analyse --config solo_lib/configs/cpu.yaml \
+        --data.format coco --data.root my_images/ --data.annotation_file my.json
+
+``analyse`` trains nothing: it reads the data set with the same YAML and options and
+prints what the configuration does with its objects, and a proposal of input size and
+grids (`solo_lib.data_report`).
 
 The model's `SOLOConfig` is the single source of truth: the data module receives
 the same config, the trainer's ``max_epochs`` and the global seed are linked to it.
@@ -21,9 +27,11 @@ from pathlib import Path
 
 import torch
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
+from torch.utils.data import Subset
 
-from solo_lib.config import MODEL_FIELDS
+from solo_lib.config import MODEL_FIELDS, SOLOConfig
 from solo_lib.data import SOLODataModule
+from solo_lib.data_report import analyse_dataset, format_report
 from solo_lib.hardware import fastest_precision
 from solo_lib.module import LitSOLO
 from solo_lib.prediction import PredictionWriter
@@ -121,6 +129,14 @@ class SOLOCLI(LightningCLI):
         print("\n".join(lines), flush=True)
 
 
+ANALYSE_HELP = (
+    "analyse: python -m solo_lib analyse --config FILE [--data.* ...] [--split val|all] "
+    "[--min_mask_pixels N] prints "
+    "object sizes, cells and mask pixels of the data set under the config, and proposes an "
+    "input size and grids (solo_lib/data_report.py)."
+)
+
+
 def config_fields_given(args: ArgsType) -> set[str]:
     """The `SOLOConfig` fields that `args` set explicitly (``--model.config.FIELD``)."""
     if not isinstance(args, Sequence) or isinstance(args, str):
@@ -134,6 +150,81 @@ def _plain(value: object) -> object:
     return tuple(value) if isinstance(value, list | tuple) else value
 
 
+class AnalyseCLI(SOLOCLI):
+    """`analyse`: SOLOCLI's options and YAML, with `--split` and `--proposal_images`;
+    it builds the config and the data module, no trainer."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.add_argument(
+            "--split",
+            choices=("val", "all"),
+            default="val",
+            help="The validation split (the default) or all images, at the network's input.",
+        )
+        parser.add_argument(
+            "--proposal_images",
+            type=int,
+            default=100,
+            help="Images (evenly spaced) on which candidate settings are measured; 0: none.",
+        )
+        parser.add_argument(
+            "--min_mask_pixels",
+            type=float,
+            default=16,
+            help="Mask pixels the small objects (5th percentile) need in a proposed setting.",
+        )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        self.config = parser.parse_args(args)
+
+    def before_instantiate_classes(self) -> None:
+        """Nothing: without a trainer there is no precision to choose."""
+
+    def instantiate_classes(self) -> None:
+        """The data module with its `SOLOConfig` only: no network (nor weights to load), no
+        trainer."""
+        cfg = SOLOConfig(**self.config["model"]["config"].as_dict())
+        self.datamodule = SOLODataModule(cfg, **self.config["data"].as_dict())
+        self.model = self.trainer = None
+
+
+def analyse(args: list[str]) -> None:
+    """`python -m solo_lib analyse [options]`: print `analyse_dataset`'s report."""
+    cli = AnalyseCLI(LitSOLO, SOLODataModule, args=args, run=False)
+    data = cli.datamodule
+    start = time.monotonic()
+    data.prepare_data()
+    if cli.config["split"] == "all":
+        dataset = data._dataset(train=False)  # the whole set at the input, without jitter
+        if data.max_images is not None:
+            dataset = Subset(dataset, range(min(len(dataset), data.max_images)))
+    else:
+        data.setup()
+        dataset = data.val_dataset
+    report = analyse_dataset(
+        dataset,
+        data.config,
+        proposal_images=cli.config["proposal_images"],
+        min_mask_pixels=cli.config["min_mask_pixels"],
+    )
+    split = "validation split" if cli.config["split"] == "val" else "all images"
+    print(f"{split}: ", end="")
+    print(format_report(report))
+    print(f"analysed in {time.monotonic() - start:.1f} s", flush=True)
+
+
 def main(args: list[str] | None = None) -> None:
-    """Run the command line with `args` (default: sys.argv)."""
-    SOLOCLI(LitSOLO, SOLODataModule, args=args, save_config_kwargs={"overwrite": True})
+    """Run the command line with `args` (default: sys.argv); ``analyse`` is ours, the
+    rest LightningCLI's."""
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["analyse"]:
+        analyse(argv[1:])
+        return
+    SOLOCLI(
+        LitSOLO,
+        SOLODataModule,
+        args=args,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"epilog": ANALYSE_HELP},
+    )

@@ -72,6 +72,9 @@ class SOLOConfig:
     hflip_prob: float = 0.5
     scale_jitter: tuple[float, float] = (0.8, 1.0)
     """Training-time random resize factor range, applied before padding."""
+    copy_paste_prob: float = 0.0
+    """Probability that a training image receives objects of another image of its batch
+    (Simple Copy-Paste, `solo_lib.data.copy_paste`); 0: off, as in the paper."""
     val_fraction: float = 0.2
     batch_size: int = 16
     """Images per device and step."""
@@ -313,6 +316,7 @@ class SOLOConfig:
                 "three positive numbers (R, G, B)",
             ),
             ("hflip_prob", 0 <= self.hflip_prob <= 1, unit),
+            ("copy_paste_prob", 0 <= self.copy_paste_prob <= 1, unit),
             (
                 "scale_jitter",
                 len(self.scale_jitter) == 2 and 0 < self.scale_jitter[0] <= self.scale_jitter[1],

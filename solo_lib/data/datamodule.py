@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
@@ -10,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from solo_lib.config import SOLOConfig
 from solo_lib.data.cis680 import CIS680Dataset
 from solo_lib.data.coco import CocoInstanceDataset
+from solo_lib.data.copy_paste import copy_paste
 from solo_lib.data.folder import ImageFolderDataset
 from solo_lib.data.synthetic import ensure_builtin_dataset
 
@@ -17,18 +20,21 @@ FORMATS = ("cis680", "coco")
 
 
 def collate(
-    batch: list[tuple[Tensor | None, dict[str, Tensor]]],
+    batch: list[tuple[Tensor | None, dict[str, Tensor]]], copy_paste_prob: float = 0.0
 ) -> tuple[Tensor, list[dict[str, Tensor]]]:
     """Stack the (equally padded) images to (B, 3, H, W); keep the targets as a list.
 
     Targets cannot be stacked: each image has its own number of objects. Items without
     an image (files a prediction folder could not read) are left out; a batch of only
-    such items gives an empty (0, 3, 0, 0) tensor and no targets.
+    such items gives an empty (0, 3, 0, 0) tensor and no targets. With
+    `copy_paste_prob` > 0 (training), objects are pasted between the batch's images
+    (`solo_lib.data.copy_paste`).
     """
     readable = [(image, target) for image, target in batch if image is not None]
     if not readable:
         return torch.empty(0, 3, 0, 0), []
-    return torch.stack([image for image, _ in readable]), [target for _, target in readable]
+    images = torch.stack([image for image, _ in readable])
+    return copy_paste(images, [target for _, target in readable], copy_paste_prob)
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -142,6 +148,7 @@ class SOLODataModule(pl.LightningDataModule):
         self.val_dataset = self._dataset(train=False, indices=val_idx)
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        """Batches of `dataset`; shuffled, seeded and with copy-paste for training."""
         workers = self.config.num_workers
         return DataLoader(
             dataset,
@@ -149,7 +156,9 @@ class SOLODataModule(pl.LightningDataModule):
             shuffle=shuffle,
             num_workers=workers,
             persistent_workers=workers > 0,
-            collate_fn=collate,
+            collate_fn=functools.partial(
+                collate, copy_paste_prob=self.config.copy_paste_prob if shuffle else 0.0
+            ),
             generator=torch.Generator().manual_seed(self.config.seed) if shuffle else None,
         )
 
