@@ -1,4 +1,4 @@
-"""`python -m solo_lib fit|validate|test|predict|analyse`: the command line, built on LightningCLI.
+"""`python -m solo_lib fit|validate|test|predict|analyse|export`: the command line (LightningCLI).
 
 Start from a preset's YAML file and override any field on the command line::
 
@@ -7,10 +7,12 @@ Start from a preset's YAML file and override any field on the command line::
         --data.predict_dir my_images/ --predict_output.output_dir runs/predictions
     python -m solo_lib analyse --config solo_lib/configs/cpu.yaml \
         --data.format coco --data.root my_images/ --data.annotation_file my.json
+    python -m solo_lib export --ckpt_path best.ckpt --output model.onnx
 
 ``analyse`` trains nothing: it reads the data set with the same YAML and options and
 prints what the configuration does with its objects, and a proposal of input size and
-grids (`solo_lib.data_report`).
+grids (`solo_lib.data_report`). ``export`` writes the network as ONNX and its weights
+alone (`solo_lib.export`).
 
 The model's `SOLOConfig` is the single source of truth: the data module receives
 the same config, the trainer's ``max_epochs`` and the global seed are linked to it.
@@ -129,11 +131,13 @@ class SOLOCLI(LightningCLI):
         print("\n".join(lines), flush=True)
 
 
-ANALYSE_HELP = (
+EXTRA_HELP = (
     "analyse: python -m solo_lib analyse --config FILE [--data.* ...] [--split val|all] "
     "[--min_mask_pixels N] prints "
     "object sizes, cells and mask pixels of the data set under the config, and proposes an "
-    "input size and grids (solo_lib/data_report.py)."
+    "input size and grids (solo_lib/data_report.py). export: python -m solo_lib export "
+    "--ckpt_path CKPT --output model.onnx [--dynamic_batch] writes the network as ONNX "
+    "(solo_lib/export.py)."
 )
 
 
@@ -214,17 +218,51 @@ def analyse(args: list[str]) -> None:
     print(f"analysed in {time.monotonic() - start:.1f} s", flush=True)
 
 
+def export(args: list[str]) -> None:
+    """`python -m solo_lib export --ckpt_path CKPT --output model.onnx [--dynamic_batch]`:
+    the network as ONNX (`solo_lib.export`), checked against PyTorch on one image, and
+    its weights alone beside it (``model.weights.ckpt``)."""
+    import argparse
+
+    from solo_lib.export import OnnxSOLO, export_onnx, save_weights
+
+    parser = argparse.ArgumentParser(prog="python -m solo_lib export", description=export.__doc__)
+    parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by fit")
+    parser.add_argument("--output", required=True, help="the ONNX file to write")
+    parser.add_argument("--dynamic_batch", action="store_true", help="a free batch dimension")
+    options = parser.parse_args(args)
+    if not Path(options.ckpt_path).is_file():
+        parser.error(f"--ckpt_path {options.ckpt_path}: no such file")
+    model = LitSOLO.load_from_checkpoint(options.ckpt_path, map_location="cpu", weights_only=True)
+    network = model.model.eval()
+    path = export_onnx(network, options.output, dynamic_batch=options.dynamic_batch)
+    weights = save_weights(options.ckpt_path, path.with_suffix(".weights.ckpt"))
+    images = torch.randn(1, 3, *network.cfg.image_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = torch.cat([p.flatten() for p in sum(network(images).probabilities(), [])])
+    got = torch.cat([p.flatten() for p in sum(OnnxSOLO(path).probabilities(images), [])])
+    print(
+        f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and {weights} "
+        f"({weights.stat().st_size / 1e6:.1f} MB); onnxruntime against PyTorch on a random "
+        f"image: largest difference {float((got - expected).abs().max()):.1e}",
+        flush=True,
+    )
+
+
 def main(args: list[str] | None = None) -> None:
-    """Run the command line with `args` (default: sys.argv); ``analyse`` is ours, the
-    rest LightningCLI's."""
+    """Run the command line with `args` (default: sys.argv); ``analyse`` and ``export``
+    are ours, the rest LightningCLI's."""
     argv = sys.argv[1:] if args is None else list(args)
     if argv[:1] == ["analyse"]:
         analyse(argv[1:])
+        return
+    if argv[:1] == ["export"]:
+        export(argv[1:])
         return
     SOLOCLI(
         LitSOLO,
         SOLODataModule,
         args=args,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"epilog": ANALYSE_HELP},
+        parser_kwargs={"epilog": EXTRA_HELP},
     )

@@ -83,6 +83,28 @@ def test_main_job_prints_mask_ap_and_checkpoint(tmp_path, tiny_config, tiny_data
     assert isinstance(json.loads((out_dir / "results.json").read_text()), list)
     assert len(list((out_dir / "overlays").glob("*.png"))) == 1  # the validation split of 4
 
+    # export: the ONNX file, checked against PyTorch, and the weights alone, which predict
+    # exactly as the training checkpoint (with its optimiser state) does.
+    out = _finish(_solo("export", "--ckpt_path", str(best), "--output", str(tmp_path / "m.onnx")))
+    difference = float(out.split("largest difference ")[1].split()[0])
+    assert difference < 1e-4
+    weights = tmp_path / "m.weights.ckpt"
+    assert (tmp_path / "m.onnx").is_file()
+    assert weights.stat().st_size < 0.5 * best.stat().st_size
+    again = tmp_path / "predictions_from_weights"
+    _finish(
+        _solo(
+            "predict",
+            "--config",
+            str(config),
+            "--ckpt_path",
+            str(weights),
+            "--data.max_images=4",
+            f"--predict_output.output_dir={again}",
+        )
+    )
+    assert (again / "results.json").read_text() == (out_dir / "results.json").read_text()
+
 
 def _steps_logged(run_dir: Path) -> list[int]:
     with open(run_dir / "metrics.csv") as f:

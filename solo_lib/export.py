@@ -1,0 +1,141 @@
+"""SOLO as an ONNX file, run with onnxruntime, and a weights-only checkpoint to share.
+
+The ONNX graph holds the network and its sigmoids: one input, ``images`` (B, 3, H, W)
+normalised and padded as the data sets make them, at the config's static input size;
+outputs ``category_<l>`` (B, C, S, S) and ``masks_<l>`` (B, S^2, h, w) probabilities per
+level, what `SOLOOutput.probabilities` returns. Post-processing (points NMS, score
+threshold, maskness, Matrix NMS, top-k, masks back to the original image) is not in
+the graph: it is data-dependent control flow that ONNX exporters handle poorly, and
+`solo_lib.postprocess` already runs it on any probabilities, so `OnnxSOLO.predict`
+applies the very same code to onnxruntime's outputs. The config travels inside the
+ONNX file (metadata ``solo_config``, JSON), so the file alone is enough to predict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from solo_lib.atomic import atomic_file
+from solo_lib.config import SOLOConfig
+from solo_lib.model import SOLO
+
+#: ONNX opset of the exported graph (onnxruntime 1.17 and later run it).
+OPSET = 18
+CONFIG_KEY = "solo_config"
+
+
+def output_names(cfg: SOLOConfig) -> list[str]:
+    """``category_0 .. category_{L-1}``, then ``masks_0 .. masks_{L-1}``: the graph's outputs."""
+    levels = range(cfg.num_levels)
+    return [f"category_{lv}" for lv in levels] + [f"masks_{lv}" for lv in levels]
+
+
+class ProbabilityNet(nn.Module):
+    """SOLO with its sigmoids, returning a flat tuple (what an ONNX graph can output)."""
+
+    def __init__(self, model: SOLO) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        category, masks = self.model(images).probabilities()
+        return (*category, *masks)
+
+
+def export_onnx(
+    model: SOLO, path: str | os.PathLike, batch_size: int = 1, dynamic_batch: bool = False
+) -> Path:
+    """Write `model` (in eval mode) as ONNX to `path`, atomically; return the path.
+
+    The input is (batch_size, 3, H, W) with (H, W) = ``model.cfg.image_size``; with
+    `dynamic_batch` the batch dimension is free. The `SOLOConfig` is stored in the file.
+    """
+    cfg = model.cfg
+    net = ProbabilityNet(model).eval()
+    example = torch.zeros(batch_size, 3, *cfg.image_size)
+    dynamic = {"images": {0: torch.export.Dim("batch", min=1)}} if dynamic_batch else None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            net,
+            (example,),
+            dynamo=True,
+            input_names=["images"],
+            output_names=output_names(cfg),
+            dynamic_shapes=dynamic,
+            opset_version=OPSET,
+            verbose=False,
+        )
+    program.model.metadata_props[CONFIG_KEY] = json.dumps(dataclasses.asdict(cfg))
+    with atomic_file(path) as tmp:
+        program.save(tmp)
+    return path
+
+
+def save_weights(checkpoint_path: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """A checkpoint of the network alone, fit for sharing: its weights and its config.
+
+    Training checkpoints also hold the optimiser state (most of their size). This one
+    loads as they do, with ``LitSOLO.load_from_checkpoint(path, weights_only=True)``
+    or ``--ckpt_path``, and is written atomically.
+    """
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    keep = ("state_dict", "hyper_parameters", "pytorch-lightning_version")
+    missing = [key for key in keep[:2] if key not in checkpoint]
+    if missing:
+        raise ValueError(f"{checkpoint_path}: not a SOLO training checkpoint (no {missing})")
+    weights = {key: checkpoint[key] for key in keep if key in checkpoint}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as tmp:
+        torch.save(weights, tmp)
+    return path
+
+
+class OnnxSOLO:
+    """An exported SOLO run by onnxruntime: the same `probabilities` and `predict` as `SOLO`.
+
+    Needs onnxruntime and torch (for post-processing), not Lightning.
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+        import onnxruntime as ort  # imported here: only this class needs it
+
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if CONFIG_KEY not in meta:
+            raise ValueError(f"{path}: no {CONFIG_KEY!r} metadata; export it with solo_lib.export")
+        self.cfg = SOLOConfig(**json.loads(meta[CONFIG_KEY]))
+
+    def probabilities(self, images: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """(category, mask) probabilities per level for `images` (B, 3, H, W), as torch tensors."""
+        expected = (3, *self.cfg.image_size)
+        if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+            raise ValueError(f"images must be (B, {expected}), got {tuple(images.shape)}")
+        outputs = self.session.run(None, {"images": images.float().numpy()})
+        tensors = [torch.from_numpy(out) for out in outputs]
+        levels = self.cfg.num_levels
+        return tensors[:levels], tensors[levels:]
+
+    def predict(
+        self,
+        images: Tensor,
+        metas: list[dict],
+        score_threshold: float | None = None,
+        mask_threshold: float | None = None,
+    ) -> list[dict]:
+        """Instances per image, exactly as `SOLO.predict` makes them (`postprocess`)."""
+        from solo_lib.postprocess import postprocess
+
+        category, masks = self.probabilities(images)
+        return postprocess(category, masks, metas, self.cfg, score_threshold, mask_threshold)

@@ -1,0 +1,146 @@
+"""ONNX export: onnxruntime against PyTorch, before and after post-processing."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+import torch
+
+from solo_lib.config import SOLOConfig
+from solo_lib.data import SOLODataModule
+from solo_lib.export import OnnxSOLO, export_onnx, output_names, save_weights
+from solo_lib.model import SOLO
+from solo_lib.module import LitSOLO
+from solo_lib.postprocess import mask_iou
+
+
+def _scoring_model(cfg: SOLOConfig) -> SOLO:
+    """A SOLO whose outputs are not the initial constants: random final mask convs, and
+    category logits centred at 0 (p about 0.5), so that post-processing has hundreds of
+    candidates, overlapping masks and real work for Matrix NMS."""
+    torch.manual_seed(0)
+    model = SOLO(cfg).eval()
+    head = model.head
+    with torch.no_grad():
+        for conv in [*head.mask_out_x, *head.mask_out_y]:
+            conv.weight.normal_(0, 0.5)
+            conv.bias.normal_(0, 1.0)
+        head.cate_out.weight.normal_(0, 0.5)
+        head.cate_out.bias.zero_()
+    return model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_config, tiny_data_dir):
+    """(torch model, ONNX path, a validation batch) at the tiny config, dynamic batch."""
+    cfg = tiny_config.replace(channels_last=False)
+    model = _scoring_model(cfg)
+    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "solo.onnx", dynamic_batch=True)
+    data = SOLODataModule(cfg, root=str(tiny_data_dir))
+    data.setup("validate")
+    batch = next(iter(data.val_dataloader()))
+    return model, path, batch
+
+
+def test_the_file_passes_the_onnx_checker_and_names_its_outputs(exported):
+    model, path, _ = exported
+    graph = onnx.load(str(path))
+    onnx.checker.check_model(graph, full_check=True)
+    assert [o.name for o in graph.graph.output] == output_names(model.cfg)
+    assert [i.name for i in graph.graph.input] == ["images"]
+
+
+def test_onnxruntime_equals_pytorch_to_1e_4(exported):
+    model, path, (images, _) = exported
+    runtime = OnnxSOLO(path, threads=1)
+    assert runtime.cfg == model.cfg  # the config travels in the file
+    with torch.no_grad():
+        expected_cate, expected_masks = model(images).probabilities()
+    cate, masks = runtime.probabilities(images)
+    for got, want in zip([*cate, *masks], [*expected_cate, *expected_masks], strict=True):
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+    # The batch dimension is free: one image gives that image's rows.
+    one_cate, _ = runtime.probabilities(images[:1])
+    torch.testing.assert_close(one_cate[0], cate[0][:1], atol=1e-5, rtol=0)
+
+
+def test_the_same_instances_come_out_after_post_processing(exported):
+    model, path, (images, targets) = exported
+    with torch.no_grad():
+        expected = model.predict(images, targets)
+    got = OnnxSOLO(path, threads=1).predict(images, targets)
+    assert sum(len(p["labels"]) for p in expected) > 10  # post-processing had work to do
+    for ours, theirs in zip(got, expected, strict=True):
+        assert torch.equal(ours["labels"], theirs["labels"])
+        torch.testing.assert_close(ours["scores"], theirs["scores"], atol=1e-3, rtol=0)
+        ious = mask_iou(ours["masks"], theirs["masks"])  # (n, n)
+        assert bool((ious.diagonal() >= 0.99).all())
+
+
+def test_an_empty_image_gives_an_empty_result(tmp_path, tiny_config, tiny_data_dir):
+    """The untrained network: every category probability at the 0.01 prior, below the
+    0.1 score threshold, so no candidate; the result is empty, not an error."""
+    cfg = tiny_config.replace(channels_last=False)
+    torch.manual_seed(0)
+    path = export_onnx(SOLO(cfg).eval(), tmp_path / "plain.onnx")
+    data = SOLODataModule(cfg, root=str(tiny_data_dir))
+    data.setup("validate")
+    images, targets = next(iter(data.val_dataloader()))
+    result = OnnxSOLO(path).predict(torch.zeros_like(images[:1]), targets[:1])
+    assert result[0]["masks"].shape[0] == 0 and result[0]["labels"].shape == (0,)
+
+
+def test_images_of_another_size_are_refused(exported):
+    _, path, _ = exported
+    with pytest.raises(ValueError, match=r"images must be \(B, \(3, 96, 128\)\)"):
+        OnnxSOLO(path).probabilities(torch.zeros(1, 3, 64, 64))
+
+
+def test_weights_only_checkpoint_loads_and_is_smaller(tmp_path, tiny_config):
+    """A Lightning checkpoint with AdamW state (two moments per weight) against the
+    weights-only one: the same network, about a third of the size."""
+    import pytorch_lightning as pl
+
+    lit = LitSOLO(tiny_config.replace(channels_last=False))
+    trainer = pl.Trainer(max_epochs=0, logger=False, enable_checkpointing=False)
+    trainer.strategy.connect(lit)
+    optimizer = torch.optim.AdamW(lit.parameters())
+    for p in lit.parameters():
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    full = {
+        "state_dict": lit.state_dict(),
+        "hyper_parameters": dict(lit.hparams),
+        "optimizer_states": [optimizer.state_dict()],
+        "pytorch-lightning_version": pl.__version__,
+    }
+    torch.save(full, tmp_path / "full.ckpt")
+    path = save_weights(tmp_path / "full.ckpt", tmp_path / "weights.ckpt")
+    assert path.stat().st_size < 0.5 * (tmp_path / "full.ckpt").stat().st_size
+    loaded = LitSOLO.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    for name, value in lit.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value)
+    assert loaded.cfg == lit.cfg
+
+    torch.save({"state_dict": {}}, tmp_path / "bad.ckpt")
+    with pytest.raises(ValueError, match="not a SOLO training checkpoint"):
+        save_weights(tmp_path / "bad.ckpt", tmp_path / "never.ckpt")
+    assert not (tmp_path / "never.ckpt").exists()
+
+
+def test_export_refuses_a_missing_checkpoint_and_writes_nothing(tmp_path, capsys):
+    from solo_lib.cli import main
+
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "export",
+                "--ckpt_path",
+                str(tmp_path / "nope.ckpt"),
+                "--output",
+                str(tmp_path / "m.onnx"),
+            ]
+        )
+    assert "nope.ckpt: no such file" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
