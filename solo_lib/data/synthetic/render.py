@@ -53,7 +53,7 @@ NOISY_FRACTION = 0.25
 # --------------------------------------------------------------------------------------
 # Rasterising and texturing
 # --------------------------------------------------------------------------------------
-def _upsample(grid: np.ndarray, h: int, w: int) -> np.ndarray:
+def upsample(grid: np.ndarray, h: int, w: int) -> np.ndarray:
     """Bilinear upsampling of a coarse (gh, gw, ...) grid to (h, w, ...)."""
     gh, gw = grid.shape[:2]
     y = np.linspace(0.0, gh - 1, h)
@@ -82,7 +82,7 @@ def _pattern(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         return (np.sin(phase) > 0).astype(np.float32)
     if kind == 2:
         cells = rng.integers(2, 7)
-        return _upsample(rng.random((cells, cells), dtype=np.float32), h, w)
+        return upsample(rng.random((cells, cells), dtype=np.float32), h, w)
     if kind == 3:
         a = rng.uniform(0, 2 * np.pi)
         ramp = xx * math.cos(a) + yy * math.sin(a)
@@ -111,8 +111,12 @@ def _texture(
     return (c1 + (c2 - c1) * field) * (1.0 + shade)
 
 
-def _background(rng: np.random.Generator) -> np.ndarray:
-    """A cluttered (H, W, 3) float background: gradient, colour blotches, distractor shapes."""
+def background(rng: np.random.Generator, distractors: bool = True) -> np.ndarray:
+    """A cluttered (H, W, 3) float background: gradient, colour blotches, distractor shapes.
+
+    `distractors=False` leaves out the distractor shapes (and their random draws): the
+    dense mode's small round cells would be too easily confused with them.
+    """
     h, w = IMAGE_HEIGHT, IMAGE_WIDTH
     c1, c2 = rng.random(3, dtype=np.float32), rng.random(3, dtype=np.float32)
     a = rng.uniform(0, 2 * np.pi)
@@ -123,10 +127,11 @@ def _background(rng: np.random.Generator) -> np.ndarray:
     image = c1 + (c2 - c1) * ramp
     cells = int(rng.integers(3, 9))
     image += rng.uniform(0.05, 0.2) * (
-        _upsample(rng.random((cells, cells + 2, 3), dtype=np.float32), h, w) - 0.5
+        upsample(rng.random((cells, cells + 2, 3), dtype=np.float32), h, w) - 0.5
     )
-    for _ in range(rng.integers(0, 6)):
-        _draw_distractor(rng, image)
+    if distractors:
+        for _ in range(rng.integers(0, 6)):
+            _draw_distractor(rng, image)
     return image
 
 
@@ -202,7 +207,7 @@ def render_image(seed: int, index: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     edges: a mask spanning columns a..b has x1 = a, x2 = b + 1.
     """
     rng = np.random.default_rng([seed, index])
-    image = _background(rng)
+    image = background(rng)
     n = int(rng.integers(1, MAX_OBJECTS + 1))
     labels = rng.integers(1, 4, size=n)
     sizes = np.exp(rng.uniform(math.log(MIN_SIZE), math.log(MAX_SIZE), size=n))
@@ -236,12 +241,36 @@ def render_image(seed: int, index: int) -> tuple[np.ndarray, np.ndarray, np.ndar
         owner[y0:y1, x0:x1][mask] = len(drawn_labels)
         placed.append(np.array([corner[0], corner[1], *(corner + extent * scale)]))
         drawn_labels.append(int(label))
-    if rng.random() < NOISY_FRACTION:  # sensor noise on some images (noise compresses badly)
-        image += rng.uniform(0.005, 0.03) * rng.standard_normal(image.shape, dtype=np.float32)
-    image_u8 = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8).transpose(2, 0, 1)
+    return finish_image(rng, image), *visible_objects(owner, drawn_labels)
 
+
+# --------------------------------------------------------------------------------------
+# The last steps, shared by both modes
+# --------------------------------------------------------------------------------------
+def finish_image(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """Add sensor noise to a share `NOISY_FRACTION` of images; return uint8 (3, H, W).
+
+    Only a share is noisy because noise compresses badly: it would triple the files.
+    """
+    if rng.random() < NOISY_FRACTION:
+        image = image + rng.uniform(0.005, 0.03) * rng.standard_normal(
+            image.shape, dtype=np.float32
+        )
+    return np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8).transpose(2, 0, 1)
+
+
+def visible_objects(
+    owner: np.ndarray, labels: list[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Masks, labels and boxes of the objects that stay visible in the `owner` map.
+
+    `owner` is an (H, W) map of the index (into `labels`) of the object drawn last on each
+    pixel, -1 for background, so the masks are disjoint by construction. Objects with
+    fewer than `MIN_VISIBLE_AREA` visible pixels are dropped. Returns (masks uint8
+    (n, H, W), labels int64 (n,), boxes float64 (n, 4) x1 y1 x2 y2 at pixel edges).
+    """
     masks, keep_labels, boxes = [], [], []
-    for j, label in enumerate(drawn_labels):
+    for j, label in enumerate(labels):
         visible = owner == j
         if visible.sum() < MIN_VISIBLE_AREA:
             continue
@@ -249,11 +278,8 @@ def render_image(seed: int, index: int) -> tuple[np.ndarray, np.ndarray, np.ndar
         boxes.append([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1])
         masks.append(visible)
         keep_labels.append(label)
-    masks_u8 = (
-        np.stack(masks) if masks else np.zeros((0, IMAGE_HEIGHT, IMAGE_WIDTH), bool)
-    ).astype(np.uint8)
+    masks_u8 = (np.stack(masks) if masks else np.zeros((0, *owner.shape), bool)).astype(np.uint8)
     return (
-        image_u8,
         masks_u8,
         np.asarray(keep_labels, dtype=np.int64),
         np.asarray(boxes, dtype=np.float64).reshape(-1, 4),

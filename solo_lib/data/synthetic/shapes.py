@@ -3,11 +3,12 @@
 Ellipses, capsules (thick segments) and convex polygons in "object units", x to the
 right, y DOWN, the ground at y = 0; every silhouette varies (cars, vans or trucks;
 swinging arms and legs; legs, neck, head and tail). `rasterize` draws a union of shapes
-into a pixel window.
+into a pixel window. The dense mode's cells are `Blob`s: round or lobed star shapes.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -83,7 +84,49 @@ class Polygon:
         return inside
 
 
-Shape = Ellipse | Capsule | Polygon
+@dataclass(frozen=True)
+class Blob:
+    """A round or irregular blob: radius(t) = r * (1 + sum_k a_k cos(k t + phase_k)), k = 2, 3, ...
+
+    Small amplitudes give a near-circle; larger ones elongate it (k = 2) and give it
+    lobes (k >= 3). The shape is star-shaped around its centre, so every point has a
+    radial position `rho` (0 at the centre, 1 on the outline) that shading can use.
+    Keep sum(|a_k|) well below 1 so that the radius stays positive.
+    """
+
+    cx: float
+    cy: float
+    r: float
+    amplitudes: tuple[float, ...] = ()
+    phases: tuple[float, ...] = ()
+
+    def radius_at(self, angle: np.ndarray | float) -> np.ndarray | float:
+        """The outline's distance from the centre in direction `angle` (radians)."""
+        factor = 1.0
+        for k, (a, phase) in enumerate(zip(self.amplitudes, self.phases, strict=True), start=2):
+            factor = factor + a * np.cos(k * angle + phase)
+        return self.r * factor
+
+    @functools.cached_property
+    def max_radius(self) -> float:
+        """An upper bound of `radius_at`, for bounding windows and quick distance checks."""
+        return self.r * (1.0 + sum(abs(a) for a in self.amplitudes))
+
+    def rho(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Radial position of the points (u, v): distance from the centre / radius that way."""
+        du, dv = u - self.cx, v - self.cy
+        return np.hypot(du, dv) / self.radius_at(np.arctan2(dv, du))
+
+    def outline(self) -> np.ndarray:
+        t = np.linspace(0.0, 2 * np.pi, 48, endpoint=False)
+        radius = self.radius_at(t)
+        return np.stack([self.cx + radius * np.cos(t), self.cy + radius * np.sin(t)], axis=1)
+
+    def contains(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        return self.rho(u, v) <= 1.0
+
+
+Shape = Ellipse | Capsule | Polygon | Blob
 
 
 def _rect(x1: float, y1: float, x2: float, y2: float, chamfer: float = 0.0) -> Polygon:
