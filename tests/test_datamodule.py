@@ -67,15 +67,15 @@ def test_workers_are_persistent_and_max_images_limits(data_dir):
 def test_default_root_is_the_builtin_data_set(data_dir, monkeypatch):
     calls = []
 
-    def fake_builtin():
-        calls.append(True)
+    def fake_builtin(mode):
+        calls.append(mode)
         return data_dir
 
     monkeypatch.setattr(datamodule_module, "ensure_builtin_dataset", fake_builtin)
     dm = SOLODataModule(small_cfg())
     dm.prepare_data()
     dm.setup()
-    assert calls and len(dm.train_dataset) == 12
+    assert calls and set(calls) == {"objects"} and len(dm.train_dataset) == 12
 
 
 def test_coco_format(data_dir, tmp_path):
@@ -135,3 +135,24 @@ def test_a_separate_coco_validation_set_replaces_the_random_split(data_dir, tmp_
             annotation_file=str(train_ann),
             val_root=str(val_dir),
         )
+
+
+def test_the_dense_builtin_set_needs_its_one_class_and_then_loads(tmp_path, monkeypatch):
+    """builtin="dense": a 3-class config is refused when the set is opened, naming the
+    fix; a 1-class "cell" config reads the dense set (here 4 images written for the test)."""
+    with pytest.raises(ValueError, match=r"classes \['cell'\].*num_classes 1"):
+        SOLODataModule(small_cfg(), builtin="dense").setup("fit")
+
+    dense = write_dataset(tmp_path / "dense", num_images=4, seed=0, mode="dense")
+    asked = []
+    monkeypatch.setattr(
+        datamodule_module, "ensure_builtin_dataset", lambda mode: asked.append(mode) or dense
+    )
+    cfg = small_cfg().replace(num_classes=1, class_names=("cell",), val_fraction=0.5)
+    data = SOLODataModule(cfg, builtin="dense")
+    data.setup("fit")
+    _, target = data.val_dataset[0]
+    assert set(asked) == {"dense"} and len(data.train_dataset) == 2
+    assert len(target["labels"]) >= 20 and set(target["labels"].tolist()) == {1}
+    with pytest.raises(ValueError, match="builtin must be one of"):
+        SOLODataModule(cfg, builtin="cells")

@@ -14,7 +14,7 @@ from solo_lib.data.cis680 import CIS680Dataset
 from solo_lib.data.coco import CocoInstanceDataset
 from solo_lib.data.copy_paste import copy_paste
 from solo_lib.data.folder import ImageFolderDataset
-from solo_lib.data.synthetic import ensure_builtin_dataset
+from solo_lib.data.synthetic import MODES, ensure_builtin_dataset
 
 FORMATS = ("cis680", "coco")
 
@@ -65,6 +65,9 @@ class SOLODataModule(pl.LightningDataModule):
             `val_annotation_file`: a separate validation set, as COCO's train/val pairs
             are. Then all of `root` trains, and `val_fraction` is not used.
         val_annotation_file: the validation set's COCO json.
+        builtin: with `root` None, which built-in set: "objects" (the course's vehicles,
+            people and animals) or "dense" (20-60 small touching cells of one class per
+            image, a stand-in for one's own data; needs num_classes 1, class_names [cell]).
     """
 
     def __init__(
@@ -77,8 +80,12 @@ class SOLODataModule(pl.LightningDataModule):
         predict_dir: str | None = None,
         val_root: str | None = None,
         val_annotation_file: str | None = None,
+        builtin: str = "objects",
     ) -> None:
         super().__init__()
+        if builtin not in MODES:
+            raise ValueError(f"builtin must be one of {sorted(MODES)}, got {builtin!r}")
+
         if format not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
         if format == "coco" and (root is None or annotation_file is None):
@@ -98,6 +105,7 @@ class SOLODataModule(pl.LightningDataModule):
         self.predict_dir = predict_dir
         self.val_root = val_root
         self.val_annotation_file = val_annotation_file
+        self.builtin = builtin
         self.class_names = tuple(config.class_names)
         """Class names of labels 1..C; from the annotation file for COCO (set by `setup`)."""
         self.category_ids: tuple[int, ...] | None = config.category_ids
@@ -112,13 +120,23 @@ class SOLODataModule(pl.LightningDataModule):
             return CocoInstanceDataset(
                 self.root, self.annotation_file, self.config, train=train, indices=indices
             )
-        root = self.root if self.root is not None else ensure_builtin_dataset()
+        root = self.root
+        if root is None:  # checked here, where it is opened: predicting on a folder never is
+            names = MODES[self.builtin].class_names
+            if tuple(self.config.class_names) != names:
+                raise ValueError(
+                    f"the built-in {self.builtin!r} set has the classes {list(names)}; the "
+                    f"config has {list(self.config.class_names)}: set "
+                    f"--model.config.num_classes {len(names)} and "
+                    f"--model.config.class_names '{list(names)}'"
+                )
+            root = ensure_builtin_dataset(mode=self.builtin)
         return CIS680Dataset(root, self.config, train=train, indices=indices)
 
     def prepare_data(self) -> None:
         """Generate the built-in data set if it is the one asked for (once, on one process)."""
         if self.format == "cis680" and self.root is None:
-            ensure_builtin_dataset()
+            ensure_builtin_dataset(mode=self.builtin)
 
     def setup(self, stage: str | None = None) -> None:
         """Build the train/val split (seeded by `config.seed`); idempotent.
