@@ -241,7 +241,13 @@ class LitSOLO(pl.LightningModule):
         """A `TimeBudget` when ``config.time_budget_min`` is set: epochs fitted to the budget."""
         if self.cfg.time_budget_min is None:
             return []
-        return [TimeBudget(self.cfg.time_budget_min, max_epochs=self.cfg.max_epochs)]
+        return [
+            TimeBudget(
+                self.cfg.time_budget_min,
+                max_epochs=self.cfg.max_epochs,
+                cycle=self.cfg.map_every_n_epochs,  # epochs with and without mask AP
+            )
+        ]
 
     def configure_gradient_clipping(
         self,

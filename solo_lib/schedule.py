@@ -66,24 +66,33 @@ class TimeBudget(pl.Callback):
     """Train as many whole epochs as fit in `minutes` of wall time, counted from now.
 
     After epoch 0 (its training and its validation) the number of epochs becomes
-    ``1 + floor(time left / duration of epoch 0)``, at most `max_epochs`, and the module's `LRSchedule` is stretched to that many steps.
-    Every later epoch end checks the plan again at the pace of the epoch just ended:
-    epoch 0 is slow (data generation, first-call overheads), so the run usually gains
-    an epoch or two once the pace is known; should the machine slow down (other work
-    starts), the run is shortened instead. Each change stretches the schedule again,
-    so that it always ends at the last step, and is printed. The choice is saved in
-    checkpoints: a resumed run keeps it.
+    ``1 + floor(time left / duration of epoch 0)``, at most `max_epochs`, and the
+    module's `LRSchedule` is stretched to that many steps. Every later epoch end checks
+    the plan again at the pace of the last `cycle` epochs, their mean duration: with
+    mask AP on every `cycle`-th epoch only, epochs alternate between slow and fast, and
+    the pace of one epoch alone would make the plan swing (15 and 21 epochs, measured),
+    each swing bending the schedule. Epoch 0 leaves the window once `cycle` epochs
+    follow it: it is slow (data generation, first-call overheads), so the run usually
+    gains an epoch or two once the pace is known; should the machine slow down (other
+    work starts), the run is shortened instead. Each change stretches the schedule
+    again, so that it always ends at the last step, and is printed. The choice is saved
+    in checkpoints: a resumed run keeps it.
     """
 
-    def __init__(self, minutes: float, max_epochs: int) -> None:
+    def __init__(self, minutes: float, max_epochs: int, cycle: int = 1) -> None:
         if not minutes > 0:
             raise ValueError(f"time budget must be positive minutes, got {minutes}")
         if max_epochs < 1:
             raise ValueError(f"time budget: max_epochs must be >= 1, got {max_epochs}")
+        if cycle < 1:
+            raise ValueError(f"time budget: cycle must be >= 1, got {cycle}")
         self.minutes = float(minutes)
         self.max_epochs = int(max_epochs)
+        self.cycle = int(cycle)
         self.start = time.monotonic()
         self.epoch_start: float | None = None
+        self.durations: list[float] = []
+        """Seconds of each epoch of this process (training and validation)."""
         self.epochs: int | None = None
         """The number of epochs chosen (None before the end of epoch 0)."""
 
@@ -98,24 +107,34 @@ class TimeBudget(pl.Callback):
         if self.epoch_start is None:
             return
         now = time.monotonic()
-        epoch_s = now - self.epoch_start
+        self.durations.append(now - self.epoch_start)
         left_s = self.minutes * 60 - (now - self.start)
         done = trainer.current_epoch + 1  # epochs finished, this one included
-        fit = max(done, min(self.max_epochs, done + math.floor(max(0.0, left_s) / epoch_s)))
+        # The window: the last `cycle` epochs, without epoch 0 once enough follow it.
+        window = self.durations[1:] if len(self.durations) > self.cycle else self.durations
+        window = window[-self.cycle :]
+        pace_s = sum(window) / len(window)
+        fit = max(done, min(self.max_epochs, done + math.floor(max(0.0, left_s) / pace_s)))
         if fit == self.epochs:
             return
+        last = trainer.current_epoch
+        took = (
+            f"epoch {last} took {pace_s:.1f} s"
+            if len(window) == 1
+            else f"epochs {last - len(window) + 1}-{last} took {pace_s:.1f} s on average"
+        )
         if self.epochs is None:
-            reason = f"epoch 0 took {epoch_s:.0f} s"
+            reason = took
         elif fit < self.epochs:
-            reason = f"the machine slowed down: epoch {done - 1} took {epoch_s:.0f} s"
+            reason = f"the machine slowed down: {took}"
         else:
-            reason = f"epochs got faster: epoch {done - 1} took {epoch_s:.0f} s"
+            reason = f"epochs got faster: {took}"
         self._set_epochs(trainer, fit)
         if trainer.is_global_zero:
             steps = trainer.num_training_batches
             print(
                 f"time budget {self.minutes:g} min: {reason} ({steps} steps, "
-                f"{epoch_s / steps:.2f} s per step with validation); training {self.epochs} "
+                f"{pace_s / steps:.2f} s per step with validation); training {self.epochs} "
                 f"epochs = {self.epochs * steps} steps. To repeat this run without the budget: "
                 f"--model.config.max_epochs {self.epochs} --model.config.time_budget_min null",
                 flush=True,

@@ -105,16 +105,21 @@ def test_time_budget_gains_epochs_when_epoch_0_was_slow(
 ):
     clock = _Clock()
     monkeypatch.setattr(schedule_module, "time", clock)
-    # Budget 30 s, 3 steps per epoch. Epoch 0 takes 12 s: 1 + 18 / 12 = 2 epochs. Epoch 1
-    # takes 3 s, ending at 15 s: 15 s left fit 5 more, 7 in all, ending at 30 s.
+    # Budget 30 s, 3 steps per epoch; tiny_config has mask AP every 2nd epoch, so the pace
+    # is the mean of the last 2 epochs. Epoch 0 takes 12 s: 1 + 18 / 12 = 2 epochs. Epoch 1
+    # takes 3 s, ending at 15 s: pace (12 + 3) / 2 = 7.5, 15 s left fit 2 more, 4 in all.
+    # Epoch 2 ends at 18 s; epoch 0 has left the window: pace 3, 12 s fit 4 more, 7 in all.
     cfg = tiny_config.replace(
         max_epochs=30, time_budget_min=0.5, lr_schedule="cosine", warmup_iters=0
     )
     tick = _Pace(clock, lambda epoch: 4.0 if epoch == 0 else 1.0)
     trainer = _fit_with_pace(cfg, tiny_data_dir, tick)
     out = capsys.readouterr().out
-    assert "epoch 0 took 12 s" in out and "training 2 epochs" in out
-    assert "epochs got faster: epoch 1 took 3 s" in out and "training 7 epochs = 21 steps" in out
+    assert "epoch 0 took 12.0 s" in out and "training 2 epochs" in out
+    assert "epochs got faster: epochs 0-1 took 7.5 s on average" in out
+    assert "training 4 epochs" in out
+    assert "epochs got faster: epochs 1-2 took 3.0 s on average" in out
+    assert "training 7 epochs = 21 steps" in out
     assert trainer.current_epoch == 7 and clock.now == 30
     lr = cfg.learning_rate(cfg.batch_size)
     assert tick.lrs[-1] == pytest.approx(lr * (1 + math.cos(math.pi * 20 / 21)) / 2)
@@ -126,7 +131,8 @@ def test_time_budget_shortens_the_run_when_the_machine_slows_down(
     clock = _Clock()
     monkeypatch.setattr(schedule_module, "time", clock)
     # Budget 30 s, 3 steps per epoch. After epoch 0 (3 s): 1 + 27 / 3 = 10 epochs.
-    # Epoch 2 takes 12 s, ending at 18 s: 12 s left fit one more such epoch, 4 in all.
+    # Epoch 2 takes 12 s, ending at 18 s: the pace of epochs 1-2 is 7.5 s, 12 s left fit
+    # one more epoch, 4 in all.
     cfg = tiny_config.replace(
         max_epochs=30, time_budget_min=0.5, lr_schedule="cosine", warmup_iters=0
     )
@@ -134,7 +140,45 @@ def test_time_budget_shortens_the_run_when_the_machine_slows_down(
     trainer = _fit_with_pace(cfg, tiny_data_dir, tick)
     out = capsys.readouterr().out
     assert "training 10 epochs = 30 steps" in out
-    assert "the machine slowed down: epoch 2 took 12 s" in out and "training 4 epochs" in out
+    assert "the machine slowed down: epochs 1-2 took 7.5 s on average" in out
+    assert "training 4 epochs" in out
     assert trainer.current_epoch == 4 and clock.now <= 30
     lr = cfg.learning_rate(cfg.batch_size)
     assert tick.lrs[-1] == pytest.approx(lr * (1 + math.cos(math.pi * 11 / 12)) / 2)
+
+
+@pytest.mark.parametrize("cycle, plans", [(2, [8, 10]), (1, [8, 15, 8, 14, 9, 13])])
+def test_time_budget_plans_steadily_when_mask_ap_epochs_are_slower(
+    tiny_config, tiny_data_dir, monkeypatch, capsys, cycle, plans
+):
+    """Mask AP on every second epoch: epochs of 6 s and 3 s alternate. Budget 48 s.
+
+    Over a window of 2 epochs the pace is 4.5 s from epoch 1 on: after epoch 0 (6 s),
+    1 + 42 / 6 = 8 epochs; after epoch 1 (9 s), 2 + floor(39 / 4.5) = 10, which every
+    later epoch confirms (e.g. after epoch 2, at 15 s: 3 + floor(33 / 4.5) = 10); the
+    10 epochs end at 45 s. Planned from one epoch at a time (cycle 1) the plan swings:
+    after epoch 1, 2 + 39 / 3 = 15; after epoch 2, 3 + 33 / 6 = 8; after epoch 3, 4 + 30 / 3
+    = 14; after epoch 4, 5 + 24 / 6 = 9; after epoch 5, 6 + 21 / 3 = 13.
+    """
+    clock = _Clock()
+    monkeypatch.setattr(schedule_module, "time", clock)
+    cfg = tiny_config.replace(
+        max_epochs=30,
+        time_budget_min=0.8,
+        lr_schedule="cosine",
+        warmup_iters=0,
+        map_every_n_epochs=cycle,
+    )
+    tick = _Pace(clock, lambda epoch: 2.0 if epoch % 2 == 0 else 1.0)
+    trainer = _fit_with_pace(cfg, tiny_data_dir, tick)
+    out = capsys.readouterr().out
+    planned = [
+        int(line.split("training ")[1].split()[0])
+        for line in out.splitlines()
+        if "training " in line
+    ]
+    assert planned[: len(plans)] == plans
+    if cycle == 2:
+        assert trainer.current_epoch == 10 and clock.now == 45
+        lr = cfg.learning_rate(cfg.batch_size)
+        assert tick.lrs[-1] == pytest.approx(lr * (1 + math.cos(math.pi * 29 / 30)) / 2)
