@@ -1,0 +1,110 @@
+"""The exercise checks: they pass the reference solutions, name the common mistakes,
+report wrong shapes, and fall back to the library for stubs and crashes."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from solo_lib import exercises
+from solo_lib.losses import dice_loss, focal_loss
+from solo_lib.paths import REPO_ROOT
+from solo_lib.postprocess import points_nms
+
+sys.path.insert(0, str(REPO_ROOT / "solutions"))
+import losses as solution_losses  # noqa: E402
+import postprocess as solution_postprocess  # noqa: E402
+
+CHECKS = [
+    (exercises.check_focal_loss, solution_losses.my_focal_loss, focal_loss),
+    (exercises.check_dice_loss, solution_losses.my_dice_loss, dice_loss),
+    (exercises.check_points_nms, solution_postprocess.my_points_nms, points_nms),
+]
+
+
+@pytest.mark.parametrize("check, solution, library", CHECKS)
+def test_the_reference_solution_passes_and_is_used(check, solution, library, capsys):
+    assert check(solution) is solution
+    assert "correct on all 3 cases" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("check, solution, library", CHECKS)
+def test_a_stub_is_not_attempted_and_the_library_is_used(check, solution, library, capsys):
+    def stub(*args):
+        raise NotImplementedError
+
+    assert check(stub) is library
+    assert "not attempted yet: the library's version is used below" in capsys.readouterr().out
+
+
+def test_a_crash_is_reported_with_the_case_and_the_library_used(capsys):
+    def broken(logits, targets, alpha, gamma):
+        return logits @ targets  # (N, C) @ (N, C): a shape error
+
+    assert exercises.check_focal_loss(broken) is focal_loss
+    out = capsys.readouterr().out
+    assert "raised RuntimeError" in out and "hand-made logits" in out
+
+
+def test_a_summed_focal_loss_is_a_shape_error_with_the_expected_form(capsys):
+    exercises.check_focal_loss(lambda *args: focal_loss(*args).sum())
+    out = capsys.readouterr().out
+    assert "expected shape (2, 3) (the same shape as the input, one value per entry), got ()" in out
+
+
+@pytest.mark.parametrize(
+    "check, wrong, hint",
+    [
+        (
+            exercises.check_focal_loss,
+            lambda x, t, a, g: focal_loss(x, t, 1 - a, g),
+            "is alpha applied to the negatives",
+        ),
+        (
+            exercises.check_focal_loss,
+            lambda x, t, a, g: focal_loss(x, t, a, 0.0),
+            "is the modulating factor (1 - p_t)^gamma missing?",
+        ),
+        (
+            exercises.check_focal_loss,
+            lambda x, t, a, g: focal_loss(x.sigmoid(), t, a, g),
+            "is the sigmoid applied twice",
+        ),
+        (
+            exercises.check_dice_loss,
+            lambda p, q: (
+                1
+                - 2 * (p * q).flatten(1).sum(1) / (p.flatten(1).sum(1) + q.flatten(1).sum(1) + 1e-3)
+            ),
+            "instead of sum p^2 + sum q^2",
+        ),
+        (exercises.check_dice_loss, lambda p, q: 1 - dice_loss(p, q), "the dice coefficient"),
+        (
+            exercises.check_points_nms,
+            lambda h: h * (torch.nn.functional.max_pool2d(h, 3, 1, 1) == h),
+            "is the window 3x3 around the cell?",
+        ),
+    ],
+)
+def test_common_mistakes_are_named(check, wrong, hint, capsys):
+    assert check(wrong) is not wrong
+    out = capsys.readouterr().out
+    assert "Your values match a common mistake" in out and hint in out
+
+
+def test_the_hand_made_focal_case_names_the_index_and_both_values(capsys):
+    """Entry (0, 0): logit 2 on a positive, alpha 0.25, gamma 2: p = sigmoid(2) = 0.8808,
+    FL = 0.25 * (1 - 0.8808)^2 * -log(0.8808) = 0.25 * 0.01421 * 0.1269 = 0.00045. Without
+    alpha_t (weight 1): 0.0018. The largest difference of the case is elsewhere, but the
+    message names an index and both values there."""
+    expected = 0.25 * (1 - torch.tensor(2.0).sigmoid()) ** 2 * -torch.tensor(2.0).sigmoid().log()
+    assert focal_loss(torch.tensor([2.0]), torch.tensor([1]), 0.25, 2.0).item() == pytest.approx(
+        float(expected)
+    )
+    assert float(expected) == pytest.approx(0.00045, abs=1e-5)
+    exercises.check_focal_loss(lambda x, t, a, g: focal_loss(x, t, 0.5, g) * 2)
+    out = capsys.readouterr().out
+    assert "wrong on hand-made logits" in out and "is alpha_t missing" in out
+    assert "at index (" in out and ", expected " in out
