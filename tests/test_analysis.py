@@ -37,7 +37,11 @@ class _Rectangles:
 
 
 def _ceiling(images, tmp_path) -> dict:
-    cfg = SOLOConfig.cpu().replace(num_classes=2, class_names=("a", "b"), image_size=SIZE)
+    # The midpoint threshold: bilinear upsampling of exact 0/1 masks crosses 0.5 on the
+    # object's edge (the cpu preset's 0.4 would widen each mask by a fraction of a stride).
+    cfg = SOLOConfig.cpu().replace(
+        num_classes=2, class_names=("a", "b"), image_size=SIZE, mask_threshold=0.5
+    )
     image_dir, annotations = write_coco_dataset(_Rectangles(images), tmp_path / "coco")
     dataset = CocoInstanceDataset(image_dir, annotations, cfg)
     return ceiling(DataLoader(dataset, batch_size=2, collate_fn=collate), cfg)
@@ -89,7 +93,11 @@ def test_error_sources_swap_exactly_one_output(tmp_path) -> None:
     """A model with perfect masks and no object in its category grids: its own AP is 0,
     with perfect categories it is the ceiling (1 on the 16 px grid), with perfect masks
     (its empty grids kept) still 0. The swap that lifts AP names the failing branch."""
-    cfg = SOLOConfig.cpu().replace(num_classes=2, class_names=("a", "b"), image_size=SIZE)
+    # The midpoint threshold: bilinear upsampling of exact 0/1 masks crosses 0.5 on the
+    # object's edge (the cpu preset's 0.4 would widen each mask by a fraction of a stride).
+    cfg = SOLOConfig.cpu().replace(
+        num_classes=2, class_names=("a", "b"), image_size=SIZE, mask_threshold=0.5
+    )
     images = [[(16, 16, 48, 48, 1), (64, 96, 48, 48, 2)], [(16, 80, 64, 64, 1)]]
     image_dir, annotations = write_coco_dataset(_Rectangles(images), tmp_path / "coco")
     dataset = CocoInstanceDataset(image_dir, annotations, cfg)

@@ -143,7 +143,7 @@ def test_score_threshold_slider_reruns_postprocess_without_the_network(browser, 
     calls = model.calls
     browser.score_slider.value = 0.1
     assert browser.summary.startswith(
-        "image 10: 3 predictions (score > 0.10, mask > 0.50), 2 match"
+        "image 10: 3 predictions (score > 0.10, mask > 0.40), 2 match"
     )
     assert browser.summary.endswith("(2 objects)")
     runs = browser.postprocess_runs
