@@ -1,4 +1,4 @@
-"""Reference solution of notebook 05's exercise: SOLO's points NMS."""
+"""Reference solutions of notebook 05's exercises: points NMS and Matrix NMS."""
 
 import torch
 import torch.nn.functional as F
@@ -11,3 +11,24 @@ def my_points_nms(heat: torch.Tensor) -> torch.Tensor:
     # maximum over each cell and its upper, left and upper-left neighbours.
     window_max = F.max_pool2d(heat, kernel_size=2, stride=1, padding=1)[:, :, :-1, :-1]
     return heat * (window_max == heat)
+
+
+def my_matrix_nms(
+    masks: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, kernel: str, sigma: float
+) -> torch.Tensor:
+    """Matrix NMS: masks (N, H, W) bool, labels (N,), scores (N,) -> decayed scores (N,)."""
+    order = scores.argsort(descending=True)  # work in score order, answer in input order
+    m = masks[order].flatten(1).float()  # (N, H * W)
+    inter = m @ m.T
+    area = m.sum(1)
+    iou = inter / (area[:, None] + area[None, :] - inter).clamp(min=1)
+    same = labels[order][:, None] == labels[order][None, :]
+    iou = (iou * same).triu(diagonal=1)  # iou[i, j]: higher i, lower j, same class
+    comp = iou.max(dim=0).values[:, None]  # comp[i]: how much i itself is suppressed
+    if kernel == "gaussian":
+        decay = torch.exp(-sigma * iou**2) / torch.exp(-sigma * comp**2)
+    else:
+        decay = (1 - iou) / (1 - comp).clamp(min=1e-6)
+    decayed = torch.empty_like(scores)
+    decayed[order] = scores[order] * decay.min(dim=0).values  # the strongest decay of each j
+    return decayed

@@ -11,7 +11,7 @@ import torch
 from solo_lib import exercises
 from solo_lib.losses import dice_loss, focal_loss
 from solo_lib.paths import REPO_ROOT
-from solo_lib.postprocess import points_nms
+from solo_lib.postprocess import matrix_nms, points_nms
 
 sys.path.insert(0, str(REPO_ROOT / "solutions"))
 import losses as solution_losses  # noqa: E402
@@ -21,6 +21,7 @@ CHECKS = [
     (exercises.check_focal_loss, solution_losses.my_focal_loss, focal_loss),
     (exercises.check_dice_loss, solution_losses.my_dice_loss, dice_loss),
     (exercises.check_points_nms, solution_postprocess.my_points_nms, points_nms),
+    (exercises.check_matrix_nms, solution_postprocess.my_matrix_nms, matrix_nms),
 ]
 
 
@@ -86,6 +87,25 @@ def test_a_summed_focal_loss_is_a_shape_error_with_the_expected_form(capsys):
             lambda h: h * (torch.nn.functional.max_pool2d(h, 3, 1, 1) == h),
             "is the window 3x3 around the cell?",
         ),
+        (
+            exercises.check_matrix_nms,
+            lambda m, lab, s, k, sig: exercises._matrix_nms_decays(
+                m, lab, s, k, sig, compensate=False
+            ),
+            "is the compensation f(comp_i) missing",
+        ),
+        (
+            exercises.check_matrix_nms,
+            lambda m, lab, s, k, sig: exercises._matrix_nms_decays(
+                m, lab, s, k, sig, across_classes=True
+            ),
+            "do masks of other classes decay each other?",
+        ),
+        (
+            exercises.check_matrix_nms,
+            lambda m, lab, s, k, sig: exercises._matrix_nms_decays(m, lab, s, k, sig, sort=False),
+            "instead of sorted by score?",
+        ),
     ],
 )
 def test_common_mistakes_are_named(check, wrong, hint, capsys):
@@ -108,3 +128,10 @@ def test_the_hand_made_focal_case_names_the_index_and_both_values(capsys):
     out = capsys.readouterr().out
     assert "wrong on hand-made logits" in out and "is alpha_t missing" in out
     assert "at index (" in out and ", expected " in out
+
+
+def test_the_written_out_matrix_nms_equals_the_librarys():
+    """The mistakes are switches of one written-out Matrix NMS; with none on, it is the
+    library's, so a hint can only be printed for a real mistake."""
+    for case in exercises._matrix_cases():
+        torch.testing.assert_close(exercises._matrix_nms_decays(*case.args), matrix_nms(*case.args))
