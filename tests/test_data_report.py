@@ -162,6 +162,20 @@ class _Squares:
         return torch.zeros(3, 256, 352, dtype=torch.uint8), target
 
 
+def _analyse_squares(tmp_path) -> list[str]:
+    """`analyse` arguments for `_Squares` written as a COCO set, all images, cpu preset."""
+    image_dir, annotation_file = write_coco_dataset(_Squares(), tmp_path / "coco")
+    return [
+        "analyse",
+        "--config",
+        str(REPO_ROOT / "solo_lib" / "configs" / "cpu.yaml"),
+        "--data.format=coco",
+        f"--data.root={image_dir}",
+        f"--data.annotation_file={annotation_file}",
+        "--split=all",
+    ]
+
+
 def test_cli_analyse_prints_the_report_of_a_coco_set(tmp_path, capsys):
     """cpu preset: grids 16 12 8 6 4 on 256 x 352; 64 x 88 masks on levels 0-1, 32 x 44 on 2,
     16 x 22 on 3-4; ranges level 0 [0.32, 30.72], 1 [15.36, 61.44], 2 [30.72, 122.88],
@@ -173,18 +187,7 @@ def test_cli_analyse_prints_the_report_of_a_coco_set(tmp_path, capsys):
     pixels on level 2 (8 px blocks, 6/8 covered at each edge), 6 x 6 on level 3 (16 px
     blocks: the first 14/16, the last 6/16). The animal (2 px) vanishes on level 0.
     """
-    image_dir, annotation_file = write_coco_dataset(_Squares(), tmp_path / "coco")
-    main(
-        [
-            "analyse",
-            "--config",
-            str(REPO_ROOT / "solo_lib" / "configs" / "cpu.yaml"),
-            "--data.format=coco",
-            f"--data.root={image_dir}",
-            f"--data.annotation_file={annotation_file}",
-            "--split=all",
-        ]
-    )
+    main(_analyse_squares(tmp_path))
     out = capsys.readouterr().out
     assert "all images: 2 images, 4 objects, input 256x352 (H x W)" in out
     assert "min 2.0  p5 4.1  p25 12.5  median 16.0  p75 37.0  p95 87.4  max 100.0" in out
@@ -210,17 +213,7 @@ def test_cli_min_mask_pixels_sets_the_proposals_need(tmp_path, capsys):
     """With 1 mask pixel enough, only the 2 px animal decides: its mask vanishes (1 of 4
     objects without a cell, more than 1 %). Finer grids do not bring it back, nor does
     1.25x the input (2.5 px); 1.5x does (3 px, three quarters of a 4 px mask block)."""
-    image_dir, annotation_file = write_coco_dataset(_Squares(), tmp_path / "coco")
-    args = [
-        "analyse",
-        "--config",
-        str(REPO_ROOT / "solo_lib" / "configs" / "cpu.yaml"),
-        "--data.format=coco",
-        f"--data.root={image_dir}",
-        f"--data.annotation_file={annotation_file}",
-        "--split=all",
-    ]
-    main([*args, "--min_mask_pixels=1"])
+    main([*_analyse_squares(tmp_path), "--min_mask_pixels=1"])
     out = capsys.readouterr().out
     assert "small objects >= 1 mask px" in out
     assert "proposed: --model.config.image_size '[384, 544]'" in out
