@@ -89,21 +89,23 @@ def test_a_summed_focal_loss_is_a_shape_error_with_the_expected_form(capsys):
         ),
         (
             exercises.check_matrix_nms,
-            lambda m, lab, s, k, sig: exercises._matrix_nms_decays(
+            lambda m, lab, s, k, sig: exercises.postprocess._matrix_nms_decays(
                 m, lab, s, k, sig, compensate=False
             ),
             "is the compensation f(comp_i) missing",
         ),
         (
             exercises.check_matrix_nms,
-            lambda m, lab, s, k, sig: exercises._matrix_nms_decays(
+            lambda m, lab, s, k, sig: exercises.postprocess._matrix_nms_decays(
                 m, lab, s, k, sig, across_classes=True
             ),
             "do masks of other classes decay each other?",
         ),
         (
             exercises.check_matrix_nms,
-            lambda m, lab, s, k, sig: exercises._matrix_nms_decays(m, lab, s, k, sig, sort=False),
+            lambda m, lab, s, k, sig: exercises.postprocess._matrix_nms_decays(
+                m, lab, s, k, sig, sort=False
+            ),
             "instead of sorted by score?",
         ),
     ],
@@ -133,5 +135,7 @@ def test_the_hand_made_focal_case_names_the_index_and_both_values(capsys):
 def test_the_written_out_matrix_nms_equals_the_librarys():
     """The mistakes are switches of one written-out Matrix NMS; with none on, it is the
     library's, so a hint can only be printed for a real mistake."""
-    for case in exercises._matrix_cases():
-        torch.testing.assert_close(exercises._matrix_nms_decays(*case.args), matrix_nms(*case.args))
+    for case in exercises.postprocess._matrix_cases():
+        torch.testing.assert_close(
+            exercises.postprocess._matrix_nms_decays(*case.args), matrix_nms(*case.args)
+        )

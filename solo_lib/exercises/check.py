@@ -1,0 +1,100 @@
+"""The machinery every exercise check shares: run the learner's function, compare, explain.
+
+`run_check` runs the learner's function and the library's on the same `Case`s and
+prints the first problem it finds: a wrong form (not a tensor, shape, dtype, NaN) with
+the expected one, or a wrong value with where it differs and, when the learner's values
+equal one of the exercise's known mistakes, that mistake's hint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Case:
+    """One call of the function under test: its arguments and what they show."""
+
+    description: str
+    args: tuple
+
+
+def run_check(
+    name: str,
+    fn: Callable,
+    reference: Callable,
+    cases: Sequence[Case],
+    mistakes: dict[str, Callable],
+    atol: float = 1e-5,
+) -> Callable:
+    """Run `fn` and `reference` on `cases`; print the verdict; return the function to use.
+
+    `mistakes` maps a hint ("is alpha applied to the negatives?") to a wrong version of
+    the reference; when the learner's values match one, its hint is printed.
+    """
+    for case in cases:
+        try:
+            got = fn(*case.args)
+        except NotImplementedError:
+            print(f"{name}: not attempted yet: the library's version is used below")
+            return reference
+        except Exception as error:  # the learner's bug, reported rather than raised
+            print(
+                f"{name}: raised {type(error).__name__}: {error}\n  on {case.description}; "
+                "the library's version is used below"
+            )
+            return reference
+        expected = reference(*case.args)
+        problem = form_problem(got, expected)
+        if problem is None and not torch.allclose(got.float(), expected.float(), atol=atol):
+            problem = value_problem(got, expected, case, mistakes, atol)
+        if problem is not None:
+            print(f"{name}: wrong on {case.description}:\n  {problem}")
+            print("  The library's version is used below; solutions/ has a reference solution.")
+            return reference
+    print(f"{name}: correct on all {len(cases)} cases (hand-made and seeded random ones)")
+    return fn
+
+
+def form_problem(got: object, expected: Tensor) -> str | None:
+    """A message when `got` is not a tensor of `expected`'s shape and kind of dtype."""
+    if not isinstance(got, Tensor):
+        return f"expected a torch.Tensor of shape {tuple(expected.shape)}, got {type(got).__name__}"
+    if got.shape != expected.shape:
+        return (
+            f"expected shape {tuple(expected.shape)} ({shape_hint(expected)}), "
+            f"got {tuple(got.shape)}"
+        )
+    if got.is_floating_point() != expected.is_floating_point():
+        return f"expected dtype {expected.dtype}, got {got.dtype}"
+    if not torch.isfinite(got.float()).all() and torch.isfinite(expected.float()).all():
+        return "the result holds NaN or inf where the expected one is finite"
+    return None
+
+
+def shape_hint(expected: Tensor) -> str:
+    return "a scalar" if expected.dim() == 0 else "the same shape as the input, one value per entry"
+
+
+def value_problem(
+    got: Tensor, expected: Tensor, case: Case, mistakes: dict[str, Callable], atol: float
+) -> str:
+    """Where the values differ, and the likely mistake when the values match one."""
+    difference = (got.float() - expected.float()).abs()
+    where = tuple(int(i) for i in torch.unravel_index(difference.argmax(), difference.shape))
+    message = (
+        f"at index {where}: {got.float()[where].item():.4f}, expected "
+        f"{expected.float()[where].item():.4f} (sum {got.float().sum().item():.4f}, expected "
+        f"{expected.float().sum().item():.4f})"
+    )
+    for hint, wrong in mistakes.items():
+        candidate = wrong(*case.args)
+        if candidate.shape == got.shape and torch.allclose(
+            got.float(), candidate.float(), atol=atol
+        ):
+            return f"{message}\n  Your values match a common mistake: {hint}"
+    return message
