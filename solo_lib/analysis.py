@@ -12,11 +12,16 @@ lost here already, before any learning.
 `error_sources` swaps one of a trained model's outputs (category grids or masks) for
 the perfect one: the AP that the other output allows, so that a learner sees which of
 the two branches holds the model back.
+
+`postprocess_sweep` re-runs only the post-processing of cached network outputs under
+other inference settings (score and mask thresholds, Matrix NMS kernel and sigma): an
+ablation of the inference settings without running the network again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +32,9 @@ from solo_lib.evaluation import MaskEvaluator
 from solo_lib.model.solo import SOLO, SOLOOutput
 from solo_lib.postprocess import postprocess
 from solo_lib.targets import build_targets
+
+if TYPE_CHECKING:  # only for the annotation: the browser package imports the widgets
+    from solo_lib.browser.cache import CachedOutputs
 
 #: Logit magnitude of a certain prediction: sigmoid(30) = 1 - 1e-13.
 CERTAIN = 30.0
@@ -99,3 +107,46 @@ def error_sources(
     finally:
         model.train(was_training)
     return {name: evaluator.compute() for name, evaluator in evaluators.items()}
+
+
+#: The config fields that `postprocess_sweep` may change: inference settings only.
+POSTPROCESS_FIELDS = frozenset(
+    {"score_threshold", "mask_threshold", "nms_kernel", "nms_sigma", "update_threshold"}
+)
+
+
+def postprocess_sweep(
+    cached: CachedOutputs, cfg: SOLOConfig, settings: Sequence[Mapping[str, object]]
+) -> list[dict]:
+    """Mask AP of the cached outputs under each of `settings` (changes to ``cfg``).
+
+    Each entry of `settings` changes some of `POSTPROCESS_FIELDS` (``{}``: the config
+    as it is); the network's outputs are the cached ones, so only post-processing and
+    evaluation run again. Returns one `MaskEvaluator.compute` result per entry. A score
+    threshold below the cache's ``min_score`` is refused: the masks of the cells between
+    the two were not kept.
+    """
+    results = []
+    for changes in settings:
+        unknown = set(changes) - POSTPROCESS_FIELDS
+        if unknown:
+            raise ValueError(
+                f"postprocess_sweep: {sorted(unknown)} are not inference settings; "
+                f"expected some of {sorted(POSTPROCESS_FIELDS)}"
+            )
+        swept = cfg.replace(**changes)
+        if swept.score_threshold < cached.min_score:
+            raise ValueError(
+                f"postprocess_sweep: score_threshold {swept.score_threshold} is below the "
+                f"cache's min_score {cached.min_score}; cache the outputs with a lower min_score"
+            )
+        evaluator = MaskEvaluator(cfg.class_names)
+        for i in range(len(cached)):
+            target = cached.targets[i]
+            evaluator.update(
+                postprocess(*cached.probabilities(i), [target], swept),
+                [target["original"]],
+                image_ids=[cached.image_id(i)],
+            )
+        results.append(evaluator.compute())
+    return results

@@ -1,4 +1,4 @@
-"""Reference solutions of notebook 05's exercises: points NMS and Matrix NMS."""
+"""Reference solutions of notebook 05's exercises: points NMS, Matrix NMS, masks back to the original."""
 
 import torch
 import torch.nn.functional as F
@@ -32,3 +32,17 @@ def my_matrix_nms(
     decayed = torch.empty_like(scores)
     decayed[order] = scores[order] * decay.min(dim=0).values  # the strongest decay of each j
     return decayed
+
+
+def my_masks_to_original(maps: torch.Tensor, geometry) -> torch.Tensor:
+    """Soft masks (n, h, w) over the input frame -> (n, H0, W0) over the original image."""
+
+    def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return F.interpolate(x[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+
+    full = resize(maps, geometry.input_size)  # (n, H, W): the whole padded input
+    x1, y1, x2, y2 = geometry.content_box  # the image inside it, centred in the padding
+    content = full[:, y1:y2, x1:x2]  # (n, h, w)
+    if geometry.flipped:
+        content = content.flip(-1)  # undo the mirror of the training augmentation
+    return resize(content, geometry.orig_size)  # (n, H0, W0)

@@ -108,3 +108,43 @@ def test_error_sources_swap_exactly_one_output(tmp_path) -> None:
     assert float(result["model"]["AP"]) == 0.0
     assert float(result["perfect categories"]["AP"]) == pytest.approx(1.0)
     assert float(result["perfect masks"]["AP"]) == 0.0
+
+
+def test_postprocess_sweep_changes_only_the_inference_settings(tmp_path) -> None:
+    """Perfect masks whose cells score 0.6: at score threshold 0.5 every object is found
+    (AP 1, as the ceiling above), at 0.7 none is (AP 0), and the config's own settings
+    (``{}``) give what `postprocess` gives on the uncached outputs. A threshold below the
+    cache's ``min_score`` and a field that is not an inference setting are refused."""
+    from solo_lib.analysis import postprocess_sweep
+    from solo_lib.browser.cache import CachedOutputs
+
+    cfg = SOLOConfig.cpu().replace(
+        num_classes=2, class_names=("a", "b"), image_size=SIZE, mask_threshold=0.5
+    )
+    images = [[(16, 16, 48, 48, 1), (64, 96, 48, 48, 2)], [(16, 80, 64, 64, 1)]]
+    image_dir, annotations = write_coco_dataset(_Rectangles(images), tmp_path / "coco")
+    dataset = CocoInstanceDataset(image_dir, annotations, cfg)
+    batch_images, targets = collate([dataset[i] for i in range(len(dataset))])
+    category, masks = perfect_output(targets, cfg).probabilities()
+    category = [0.6 * c for c in category]  # every positive cell at 0.6, the rest at 0
+    cached = CachedOutputs.from_probabilities(batch_images, targets, category, masks, 0.1)
+
+    at_half, at_07, as_is = postprocess_sweep(
+        cached, cfg, [{"score_threshold": 0.5}, {"score_threshold": 0.7}, {}]
+    )
+    assert float(at_half["AP"]) == pytest.approx(1.0)
+    assert float(at_07["AP"]) == 0.0
+    from solo_lib.evaluation import MaskEvaluator
+    from solo_lib.postprocess import postprocess
+
+    direct = MaskEvaluator(cfg.class_names)
+    direct.update(
+        postprocess(category, masks, targets, cfg),
+        [t["original"] for t in targets],
+        image_ids=[int(t["image_id"]) for t in targets],
+    )
+    assert float(as_is["AP"]) == pytest.approx(float(direct.compute()["AP"]))
+    with pytest.raises(ValueError, match="min_score 0.1"):
+        postprocess_sweep(cached, cfg, [{"score_threshold": 0.05}])
+    with pytest.raises(ValueError, match="inference settings"):
+        postprocess_sweep(cached, cfg, [{"num_grids": (8, 6, 4, 3, 2)}])

@@ -139,3 +139,61 @@ def test_the_written_out_matrix_nms_equals_the_librarys():
         torch.testing.assert_close(
             exercises.postprocess._matrix_nms_decays(*case.args), matrix_nms(*case.args)
         )
+
+
+def test_masks_to_original_passes_the_solution_and_names_each_mistake(capsys):
+    """The solution passes; each written-out mistake is recognised by its hint; a stub
+    falls back to the library's way back (`ImageGeometry.to_original`)."""
+    from solo_lib.exercises.postprocess import (
+        _to_original_no_flip,
+        _to_original_top_left,
+        _to_original_uncropped,
+    )
+
+    check = exercises.check_masks_to_original
+    assert (
+        check(solution_postprocess.my_masks_to_original)
+        is solution_postprocess.my_masks_to_original
+    )
+    assert "correct on all 4 cases" in capsys.readouterr().out
+    for wrong, hint in [
+        (_to_original_uncropped, "is the padding cropped away?"),
+        (_to_original_no_flip, "is the flip undone?"),
+        (_to_original_top_left, "is the content taken from the top-left corner?"),
+    ]:
+        assert check(wrong) is not wrong
+        assert hint in capsys.readouterr().out
+
+    def stub(maps, geometry):
+        raise NotImplementedError
+
+    fallback = check(stub)
+    assert "not attempted yet" in capsys.readouterr().out
+    block = torch.zeros(1, 4, 6)
+    block[0, 1:3, 1:3] = 1.0
+    from solo_lib.data.geometry import ImageGeometry
+
+    geometry = ImageGeometry((16, 20), (8, 12), (8, 10), flipped=True)
+    torch.testing.assert_close(fallback(block, geometry), geometry.to_original(block))
+
+
+def test_masks_to_original_hand_case_by_hand():
+    """The hand-made case worked out. The 2x2 block covers rows and columns [1, 3) of a
+    4x6 map, centre (2, 2) in map units. The 8x12 input is twice the map: centre (4, 4).
+    Its content starts after 1 px of padding: (4, 3) in the 8x10 content. The original
+    is twice the content: centre (y 8, x 6); mirrored, x becomes 20 - 6 = 14. Bilinear
+    resizing spreads the block symmetrically, so the centre of mass stays there (to 0.01 px:
+    the spread reaches the content's first column, where the resize clamps)."""
+    from solo_lib.data.geometry import ImageGeometry
+
+    block = torch.zeros(1, 4, 6)
+    block[0, 1:3, 1:3] = 1.0
+    ys, xs = torch.meshgrid(torch.arange(16) + 0.5, torch.arange(20) + 0.5, indexing="ij")
+    for flipped, centre_x in [(False, 6.0), (True, 14.0)]:
+        geometry = ImageGeometry((16, 20), (8, 12), (8, 10), flipped=flipped)
+        out = solution_postprocess.my_masks_to_original(block, geometry)[0]  # (16, 20)
+        assert out.shape == (16, 20)
+        centre = ((out * ys).sum() / out.sum(), (out * xs).sum() / out.sum())
+        torch.testing.assert_close(
+            torch.stack(centre), torch.tensor([8.0, centre_x]), atol=0.01, rtol=0
+        )

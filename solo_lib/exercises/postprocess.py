@@ -1,4 +1,4 @@
-"""Exercises of notebook 05: points NMS (5.2) and Matrix NMS (5.4)."""
+"""Exercises of notebook 05: points NMS (5.2), Matrix NMS (5.4), masks back to the original (5.6)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from solo_lib.data.geometry import ImageGeometry
 from solo_lib.exercises.check import Case, run_check
 from solo_lib.postprocess import mask_iou, matrix_nms, points_nms
 
@@ -149,5 +150,84 @@ def check_matrix_nms(fn: Callable[[Tensor, Tensor, Tensor, str, float], Tensor])
             "are the masks taken in their given order instead of sorted by score?": (
                 lambda *a: _matrix_nms_decays(*a, sort=False)
             ),
+        },
+    )
+
+
+# --- masks back to the original image (notebook 05) ---------------------------------------
+def _original_cases() -> list[Case]:
+    generator = torch.Generator().manual_seed(5)
+    # Hand-made: an 8x12 input holding a 16x20 image as 8x10, one column of padding each side.
+    small = ImageGeometry(orig_size=(16, 20), input_size=(8, 12), content_size=(8, 10))
+    block = torch.zeros(1, 4, 6)
+    block[0, 1:3, 1:3] = 1.0  # a 2x2 block near the left border, at half the input size
+    landscape = ImageGeometry(orig_size=(300, 400), input_size=(256, 352), content_size=(256, 341))
+    portrait = ImageGeometry(
+        orig_size=(400, 300), input_size=(256, 352), content_size=(256, 192), flipped=True
+    )
+    return [
+        Case(
+            "a hand-made 2x2 block, mask at half the input size, 1 px padding each side",
+            (block, small),
+        ),
+        Case(
+            "the same block in a flipped image",
+            (block, ImageGeometry((16, 20), (8, 12), (8, 10), flipped=True)),
+        ),
+        Case(
+            "seeded random masks (3, 64, 88) of a 300x400 image in a 256x352 input",
+            (torch.rand(3, 64, 88, generator=generator), landscape),
+        ),
+        Case(
+            "seeded random masks (2, 64, 88) of a flipped 400x300 image (80 px padding left and right)",
+            (torch.rand(2, 64, 88, generator=generator), portrait),
+        ),
+    ]
+
+
+def _to_original_reference(maps: Tensor, geometry: ImageGeometry) -> Tensor:
+    return geometry.to_original(maps)
+
+
+def _resize(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    return F.interpolate(maps[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+
+
+def _to_original_uncropped(maps: Tensor, geometry: ImageGeometry) -> Tensor:
+    full = _resize(maps, geometry.input_size)
+    return _resize(full.flip(-1) if geometry.flipped else full, geometry.orig_size)
+
+
+def _to_original_no_flip(maps: Tensor, geometry: ImageGeometry) -> Tensor:
+    return _to_original_reference(
+        maps, ImageGeometry(geometry.orig_size, geometry.input_size, geometry.content_size)
+    )
+
+
+def _to_original_top_left(maps: Tensor, geometry: ImageGeometry) -> Tensor:
+    h, w = geometry.content_size
+    content = _resize(maps, geometry.input_size)[:, :h, :w]
+    return _resize(content.flip(-1) if geometry.flipped else content, geometry.orig_size)
+
+
+def check_masks_to_original(fn: Callable[[Tensor, ImageGeometry], Tensor]) -> Callable:
+    """Check ``fn(maps, geometry)``: soft masks (n, h, w) over the input frame -> (n, H0, W0).
+
+    The way back of `ImageGeometry`: resize (bilinear) to ``geometry.input_size``, crop
+    ``geometry.content_box`` (the content is centred in the padding), mirror when
+    ``geometry.flipped``, resize (bilinear) to ``geometry.orig_size``. Float in, float out:
+    thresholding is the caller's.
+    """
+    return run_check(
+        "masks_to_original",
+        fn,
+        _to_original_reference,
+        _original_cases(),
+        {
+            "is the padding cropped away? Resizing the whole input frame to the original "
+            "stretches the image by its padding": _to_original_uncropped,
+            "is the flip undone? A flipped image's masks must be mirrored back": _to_original_no_flip,
+            "is the content taken from the top-left corner? The padding is centred: "
+            "geometry.content_box": _to_original_top_left,
         },
     )
