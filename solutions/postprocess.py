@@ -17,6 +17,8 @@ def my_matrix_nms(
     masks: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, kernel: str, sigma: float
 ) -> torch.Tensor:
     """Matrix NMS: masks (N, H, W) bool, labels (N,), scores (N,) -> decayed scores (N,)."""
+    if len(scores) == 0:
+        return scores.clone()  # an image without candidates: nothing to decay
     order = scores.argsort(descending=True)  # work in score order, answer in input order
     m = masks[order].flatten(1).float()  # (N, H * W)
     inter = m @ m.T
@@ -36,6 +38,9 @@ def my_matrix_nms(
 
 def my_masks_to_original(maps: torch.Tensor, geometry) -> torch.Tensor:
     """Soft masks (n, h, w) over the input frame -> (n, H0, W0) over the original image."""
+
+    if maps.shape[0] == 0:  # an image without detections
+        return maps.new_zeros((0, *geometry.orig_size))
 
     def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return F.interpolate(x[None].float(), size=size, mode="bilinear", align_corners=False)[0]

@@ -112,30 +112,28 @@ def test_training_curves_draw_train_per_step_and_epoch_and_validation(two_epochs
     fig = plot_training_curves(two_epochs)
     axes = fig.axes
     assert [ax.get_title() for ax in axes] == [
-        "train: total loss",
-        "train: focal loss (category)",
-        "train: dice loss (mask)",
-        "validation: total loss",
-        "validation: focal loss (category)",
-        "validation: dice loss (mask)",
+        "total loss",
+        "focal loss (category)",
+        "dice loss (mask)",
     ]
-    (step_label, step_x, step_y), (epoch_label, epoch_x, epoch_y) = _lines(axes[0])
-    assert (step_label, epoch_label) == ("per step", "epoch mean")
+    (step_label, step_x, step_y), (epoch_label, epoch_x, epoch_y), _ = _lines(axes[0])
+    assert (step_label, epoch_label) == ("train, per step", "train, epoch mean")
     # x counts epochs trained: step s of 3 per epoch ends at (s + 1) / 3.
     assert step_x == pytest.approx([1 / 3, 2 / 3, 1, 4 / 3, 5 / 3, 2])
     assert step_y == pytest.approx([4.0, 3.9, 3.8, 3.7, 3.6, 3.5])
     assert epoch_x == pytest.approx([1, 2]) and epoch_y == pytest.approx([3.9, 2.9])
     assert axes[0].lines[1].get_linewidth() > axes[0].lines[0].get_linewidth()
-    [(val_label, val_x, val_y)] = _lines(axes[5])
+    # Validation on the same axes as training, at the same epochs.
+    (val_label, val_x, val_y) = _lines(axes[2])[-1]
+    assert val_label == "validation"
     assert val_x == pytest.approx([1, 2]) and val_y == pytest.approx([0.8, 0.7])
 
 
 def test_one_epoch_run_draws_single_points_as_markers(one_epoch):
     fig = plot_training_curves(one_epoch)
-    per_step, per_epoch = fig.axes[1].lines
+    per_step, per_epoch, validation = fig.axes[1].lines
     assert len(per_step.get_xdata()) == 3
     assert list(per_epoch.get_xdata()) == [1.0] and per_epoch.get_marker() == "o"
-    [validation] = fig.axes[4].lines
     assert list(validation.get_ydata()) == [0.9] and validation.get_marker() == "o"
 
 

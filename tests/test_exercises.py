@@ -3,6 +3,7 @@ report wrong shapes, and fall back to the library for stubs and crashes."""
 
 from __future__ import annotations
 
+import re
 import sys
 
 import pytest
@@ -28,7 +29,7 @@ CHECKS = [
 @pytest.mark.parametrize("check, solution, library", CHECKS)
 def test_the_reference_solution_passes_and_is_used(check, solution, library, capsys):
     assert check(solution) is solution
-    assert "correct on all 3 cases" in capsys.readouterr().out
+    assert re.search(r"correct on all \d+ cases", capsys.readouterr().out)
 
 
 @pytest.mark.parametrize("check, solution, library", CHECKS)
@@ -155,7 +156,7 @@ def test_masks_to_original_passes_the_solution_and_names_each_mistake(capsys):
         check(solution_postprocess.my_masks_to_original)
         is solution_postprocess.my_masks_to_original
     )
-    assert "correct on all 4 cases" in capsys.readouterr().out
+    assert "correct on all 5 cases" in capsys.readouterr().out
     for wrong, hint in [
         (_to_original_uncropped, "is the padding cropped away?"),
         (_to_original_no_flip, "is the flip undone?"),

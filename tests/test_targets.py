@@ -22,6 +22,7 @@ from solo_lib.targets import (
     build_targets,
     objects_without_cells,
 )
+from solo_lib.targets_loop import build_targets_loop
 
 SMALL = SOLOConfig.cpu().replace(image_size=(256, 256), num_grids=(16, 8, 8, 4, 4))
 
@@ -192,56 +193,7 @@ def test_empty_image_is_all_background(preset):
     assert all(t.masks.shape == (0, *cfg.mask_size(lv)) for lv, t in enumerate(batch))
 
 
-# --- a slow reference: plain loops over objects and cells ------------------------------------
-
-
-def reference_targets(boxes, labels, masks, cfg: SOLOConfig):
-    """(category, active, dense masks) per level, straight from the rules, one cell at a time."""
-    height, width = cfg.image_size
-    eps = cfg.center_epsilon
-    n = len(labels)
-    areas, centres = [], []
-    for i in range(n):
-        ys, xs = torch.nonzero(masks[i], as_tuple=True)
-        areas.append(len(xs))
-        # pixel (i, j) has its centre at (j + 0.5, i + 0.5)
-        centres.append(
-            (int(xs.sum()) / len(xs) + 0.5, int(ys.sum()) / len(ys) + 0.5) if len(xs) else None
-        )
-    # paint the largest first; sorted() is stable, so of equal areas the later is painted later
-    order = sorted(range(n), key=lambda i: -areas[i])
-    out = []
-    for level, s in enumerate(cfg.num_grids):
-        lo, hi = cfg.scale_ranges[level]
-        size = cfg.mask_size(level)
-        category = torch.zeros(s, s, dtype=torch.int64)
-        dense = torch.zeros(s * s, *size, dtype=torch.uint8)
-
-        def cell(v: float, extent: int, s: int = s) -> int:
-            return min(max(math.floor(v * s / extent), 0), s - 1)
-
-        for i in order:
-            x1, y1, x2, y2 = (float(v) for v in boxes[i])
-            w, h = x2 - x1, y2 - y1
-            small = area_resized(masks[i], size)
-            if not small.any() or not lo <= math.sqrt(w * h) <= hi:
-                continue
-            cx, cy = centres[i]
-            col, row = cell(cx, width), cell(cy, height)
-            left, right = (
-                max(cell(cx - eps * w / 2, width), col - 1),
-                min(cell(cx + eps * w / 2, width), col + 1),
-            )
-            top, bottom = (
-                max(cell(cy - eps * h / 2, height), row - 1),
-                min(cell(cy + eps * h / 2, height), row + 1),
-            )
-            for r in range(top, bottom + 1):
-                for c in range(left, right + 1):
-                    category[r, c] = int(labels[i])
-                    dense[r * s + c] = small
-        out.append((category, category.flatten() > 0, dense))
-    return out
+# --- the slow, readable reference: plain loops over objects and cells (solo_lib.targets_loop)
 
 
 def random_image(cfg: SOLOConfig, generator: torch.Generator, max_objects: int):
@@ -310,13 +262,13 @@ def test_matches_the_slow_reference_on_random_images(name):
     for _ in range(num_images):
         image = random_image(cfg, generator, max_objects)
         got = build_targets(*image, cfg)
-        for level, (target, (category, active, dense)) in enumerate(
-            zip(got, reference_targets(*image, cfg), strict=True)
+        for level, (target, expected) in enumerate(
+            zip(got, build_targets_loop(*image, cfg), strict=True)
         ):
-            assert torch.equal(target.category, category), f"level {level}"
-            assert torch.equal(target.active, active), f"level {level}"
-            assert torch.equal(target.masks, dense), f"level {level}"
-            positives += int(active.sum())
+            assert torch.equal(target.category, expected.category), f"level {level}"
+            assert torch.equal(target.active, expected.active), f"level {level}"
+            assert torch.equal(target.masks, expected.masks), f"level {level}"
+            positives += int(expected.active.sum())
     assert positives >= 2 * num_images  # the images did exercise the rules
 
 

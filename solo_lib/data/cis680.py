@@ -43,6 +43,19 @@ BBOXES_FILE = "hw3_mycocodata_bboxes_comp_zlib.npy"
 H5_KEY = "data"
 
 
+def mask_offsets(labels: Sequence[np.ndarray]) -> np.ndarray:
+    """(N + 1,) int64 offsets into the flat mask array: image i owns masks
+    ``offsets[i]:offsets[i + 1]``.
+
+    `labels` holds one array of labels (n_i,) per image. The mask file stores no image
+    index, only the order: image i's n_i masks follow those of images 0..i-1, so the
+    offsets are the cumulative object counts, starting at 0 (an image without objects
+    owns the empty slice ``offsets[i]:offsets[i]``).
+    """
+    counts = np.array([len(image_labels) for image_labels in labels], dtype=np.int64)  # (N,)
+    return np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(counts)])
+
+
 def _open_h5(path: Path) -> h5py.File:
     """Open an h5 file read-only; a truncated or corrupt file becomes a DataFormatError."""
     if not path.is_file():
@@ -248,9 +261,8 @@ class CIS680Dataset(Dataset):
                 )
             self.labels.append(labels)
             self.boxes.append(boxes)
-        counts = np.array([len(lab) for lab in self.labels], dtype=np.int64)
         #: image i owns masks offsets[i]:offsets[i + 1] of the flat mask array
-        self.offsets = np.concatenate([[0], np.cumsum(counts)])
+        self.offsets = mask_offsets(self.labels)
         if self.offsets[-1] != mask_shape[0]:
             raise DataFormatError(
                 f"{self.masks_path}: key {H5_KEY!r} holds {mask_shape[0]} masks; expected "

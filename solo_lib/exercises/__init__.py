@@ -14,14 +14,31 @@ One module per notebook's exercises; the shared machinery is `check`.
 """
 
 from solo_lib.exercises.check import Case, run_check
+from solo_lib.exercises.data import check_mask_offsets
 from solo_lib.exercises.losses import check_dice_loss, check_focal_loss
-from solo_lib.exercises.postprocess import check_matrix_nms, check_points_nms
+from solo_lib.exercises.model import check_coord_features
+from solo_lib.exercises.postprocess import (
+    check_masks_to_original,
+    check_matrix_nms,
+    check_points_nms,
+)
+from solo_lib.exercises.targets import (
+    check_center_region,
+    check_mask_target,
+    check_object_levels,
+)
 
 __all__ = [
     "Case",
+    "check_center_region",
+    "check_coord_features",
     "check_dice_loss",
     "check_focal_loss",
+    "check_mask_offsets",
+    "check_mask_target",
+    "check_masks_to_original",
     "check_matrix_nms",
+    "check_object_levels",
     "check_points_nms",
     "run_check",
 ]

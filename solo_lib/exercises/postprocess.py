@@ -98,6 +98,16 @@ def _matrix_cases() -> list[Case]:
                 2.0,
             ),
         ),
+        Case(
+            "no masks at all (an image without candidates): the result is empty, not an error",
+            (
+                torch.zeros(0, 8, 8, dtype=torch.bool),
+                torch.zeros(0, dtype=torch.int64),
+                torch.zeros(0),
+                "gaussian",
+                2.0,
+            ),
+        ),
     ]
 
 
@@ -113,6 +123,8 @@ def _matrix_nms_decays(
 ) -> Tensor:
     """Matrix NMS written out, with switches for the usual mistakes (the reference when
     all are off equals `matrix_nms`, tests check it)."""
+    if len(scores) == 0:
+        return scores.clone()
     order = scores.argsort(descending=True, stable=True) if sort else torch.arange(len(scores))
     iou = mask_iou(masks)[order][:, order]
     if not across_classes:
@@ -182,6 +194,10 @@ def _original_cases() -> list[Case]:
             "seeded random masks (2, 64, 88) of a flipped 400x300 image (80 px padding left and right)",
             (torch.rand(2, 64, 88, generator=generator), portrait),
         ),
+        Case(
+            "no masks at all (an image without detections): the result is (0, H0, W0)",
+            (torch.zeros(0, 64, 88), landscape),
+        ),
     ]
 
 
@@ -190,6 +206,8 @@ def _to_original_reference(maps: Tensor, geometry: ImageGeometry) -> Tensor:
 
 
 def _resize(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    if maps.shape[0] == 0:
+        return maps.new_zeros((0, *size), dtype=torch.float32)
     return F.interpolate(maps[None].float(), size=size, mode="bilinear", align_corners=False)[0]
 
 

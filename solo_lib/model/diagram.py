@@ -15,8 +15,10 @@ _COLOURS = {
     "level": "#fdd0a2",
     "cate": "#fcbba1",
     "mask": "#dadaeb",
-    "out": "#f0f0f0",
 }
+
+#: Darker shades of the branch colours, for the arrows from each branch to its outputs.
+_ARROWS = {"cate": "#cb5a41", "mask": "#6a51a3"}
 
 
 def draw_architecture(cfg: SOLOConfig) -> Figure:
@@ -25,25 +27,34 @@ def draw_architecture(cfg: SOLOConfig) -> Figure:
     Every size in the figure is computed from ``cfg`` (input size, strides, grids).
     The figure is a pyplot figure, so that ``plt.show()`` displays it in a notebook.
     """
-    fig = plt.figure(figsize=(15, 6.5))
+    fig = plt.figure(figsize=(12.5, 5.6))
     ax = fig.add_axes((0, 0, 1, 1))
-    ax.set_xlim(0, 17.2)
+    ax.set_xlim(0, 17.3)
     ax.set_ylim(-0.4, 10.6)
     ax.axis("off")
 
-    def box(x: float, y: float, w: float, h: float, text: str, colour: str, size: int = 9) -> None:
+    def box(
+        x: float,
+        y: float,
+        w: float,
+        h: float,
+        text: str,
+        colour: str,
+        size: int = 9,
+        pad: float = 0.05,
+    ) -> None:
         ax.add_patch(
             FancyBboxPatch(
-                (x, y), w, h, boxstyle="round,pad=0.05", fc=_COLOURS[colour], ec="#444444"
+                (x, y), w, h, boxstyle=f"round,pad={pad}", fc=_COLOURS[colour], ec="#444444"
             )
         )
         ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=size)
 
-    def arrow(x0: float, y0: float, x1: float, y1: float, label: str = "") -> None:
+    def arrow(
+        x0: float, y0: float, x1: float, y1: float, label: str = "", colour: str = "#444444"
+    ) -> None:
         ax.add_patch(
-            FancyArrowPatch(
-                (x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=10, color="#444444"
-            )
+            FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=10, color=colour)
         )
         if label:
             ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.15, label, ha="center", fontsize=8)
@@ -68,7 +79,8 @@ def draw_architecture(cfg: SOLOConfig) -> Figure:
             arrow(5.6, rows[i + 1] + 0.9, 5.6, y)  # top-down
     for i, y in enumerate(rows):  # P2..P6
         box(4.4, y, 1.7, 0.9, f"P{i + 2}  /{4 * 2**i}\n{cfg.fpn_channels} ch", "fpn")
-    arrow(4.9, rows[3], 4.9, rows[4] + 0.9, "max-pool")
+    arrow(4.9, rows[3], 4.9, rows[4] + 0.9)
+    ax.text(5.0, (rows[3] + rows[4] + 0.9) / 2, "max-pool", va="center", fontsize=8)
     for level, y in enumerate(rows):
         fh, fw = cfg.feature_size(level)
         box(7.3, y, 2.1, 0.9, f"level {level}  /{cfg.strides[level]}\n{fh} x {fw}", "level")
@@ -107,7 +119,7 @@ def draw_architecture(cfg: SOLOConfig) -> Figure:
     arrow(9.85, 2.9, 10.3, 2.9)
 
     ax.text(
-        15.3,
+        15.75,
         10.05,
         "outputs (logits)\nper level",
         ha="center",
@@ -115,15 +127,19 @@ def draw_architecture(cfg: SOLOConfig) -> Figure:
         fontsize=9,
         weight="bold",
     )
+    # Each level's output is a pair: its category grid (upper half, fed by the category
+    # branch) and its masks (lower half, fed by the mask branch); one arrow per pair half.
     for level, (y, s) in enumerate(zip(rows, cfg.num_grids, strict=True)):
         mh, mw = cfg.mask_size(level)
-        box(13.9, y, 2.8, 0.9, f"S = {s}: C x {s} x {s}\n{s * s} x {mh} x {mw}", "out", size=8)
-    arrow(13.3, 7.3, 13.9, rows[0] + 0.45)
-    arrow(13.3, 2.9, 13.9, rows[4] + 0.45)
+        box(14.4, y + 0.45, 2.7, 0.45, f"{cfg.num_classes} x {s} x {s}  (S = {s})", "cate", 8, 0)
+        box(14.4, y, 2.7, 0.45, f"{s * s} x {mh} x {mw}", "mask", 8, 0)
+        arrow(13.3, 7.3, 14.4, y + 0.675, colour=_ARROWS["cate"])
+        arrow(13.3, 2.9, 14.4, y + 0.225, colour=_ARROWS["mask"])
     ax.text(
         0.1,
         -0.25,
         f"{cfg.name} preset: strides {list(cfg.strides)}, grids {list(cfg.num_grids)}; "
+        "outputs: category C x S x S (red), masks S\u00b2 x 2H_f x 2W_f (purple); "
         "cell k = row * S + col owns mask channel k",
         fontsize=9,
     )

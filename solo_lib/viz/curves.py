@@ -66,13 +66,25 @@ def _start_at_zero(ax: Axes) -> None:
         ax.set_xlim(0, 1.05 * max(xs))
 
 
+def _fit_ap_to_data(ax: Axes) -> None:
+    """Let the AP axis run from 0 to a little above the highest value drawn.
+
+    A fixed 0 to 1 axis squashes a run whose AP stays below 0.2 into a flat line; 0 stays
+    at the bottom so that the values are still read as fractions of a perfect AP of 1.
+    """
+    ys = [y for line in ax.lines for y in line.get_ydata()]
+    top = max(ys, default=0.0)
+    ax.set_ylim(0, min(1.0, 1.15 * top) if top > 0 else 1.0)
+
+
 def plot_training_curves(metrics: Metrics, fig: Figure | None = None) -> Figure:
-    """Total, focal and dice losses: training (row 1) and validation (row 2).
+    """Total, focal and dice losses, one panel each, training and validation on the same axes.
 
     `metrics` is `solo_lib.course.read_metrics(run_dir / "metrics.csv")` of a LitSOLO
     run. Training losses are drawn per step (light, noisy) and as epoch means (bold);
     validation losses once per epoch. The x axis counts epochs trained, so an epoch
-    mean sits at the end of its epoch, where validation ran.
+    mean sits at the end of its epoch, where validation ran, and the two can be
+    compared point by point.
     """
     wanted = [f"train/{name}_step" for name, _ in LOSS_PANELS] + [
         f"val/{name}" for name, _ in LOSS_PANELS
@@ -83,30 +95,27 @@ def plot_training_curves(metrics: Metrics, fig: Figure | None = None) -> Figure:
             f"LitSOLO metrics.csv, got the keys {sorted(metrics)}"
         )
     n = _steps_per_epoch(metrics)
-    fig = fig if fig is not None else plt.figure(figsize=(11, 5.5))
-    axes = fig.subplots(2, len(LOSS_PANELS), squeeze=False)
-    for col, (name, title) in enumerate(LOSS_PANELS):
-        train_ax, val_ax = axes[0, col], axes[1, col]
+    fig = fig if fig is not None else plt.figure(figsize=(11, 3.4))
+    axes = fig.subplots(1, len(LOSS_PANELS), squeeze=False)[0]
+    for ax, (name, title) in zip(axes, LOSS_PANELS, strict=True):
         step_points = metrics.get(f"train/{name}_step", [])
         epoch_points = metrics.get(f"train/{name}_epoch", [])
+        val_points = metrics.get(f"val/{name}", [])
         if step_points:
-            _draw_series(train_ax, step_points, n, color="C0", alpha=0.35, lw=0.8, label="per step")
+            _draw_series(ax, step_points, n, color="C0", alpha=0.3, lw=0.8, label="train, per step")
         if epoch_points:
             _draw_series(
-                train_ax, epoch_points, n, color="C0", lw=2, marker="o", ms=4, label="epoch mean"
+                ax, epoch_points, n, color="C0", lw=2, marker="o", ms=4, label="train, epoch mean"
             )
-        train_ax.set_title(f"train: {title}")
-        val_points = metrics.get(f"val/{name}", [])
         if val_points:
-            _draw_series(val_ax, val_points, n, color="C1", lw=2, marker="o", ms=4, label="epoch")
-        val_ax.set_title(f"validation: {title}")
-        val_ax.set_xlabel("epochs trained")
-        for ax in (train_ax, val_ax):
-            _start_at_zero(ax)
-            if ax.lines:
-                ax.legend(fontsize=8)
-            else:
-                ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
+            _draw_series(ax, val_points, n, color="C1", lw=2, marker="o", ms=4, label="validation")
+        ax.set_title(title)
+        ax.set_xlabel("epochs trained")
+        _start_at_zero(ax)
+        if ax.lines:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     return fig
 
@@ -118,7 +127,7 @@ def plot_validation_ap(
 
     Reads ``val/AP``, ``val/AP50``, ``val/AP75`` and ``val/AP_<class name>`` from
     `solo_lib.course.read_metrics` output; a class keeps its course colour when
-    its name is in `class_names`.
+    its name is in `class_names`. Each AP axis runs from 0 to just above its highest value.
     """
     overall = [key for key in ("val/AP", "val/AP50", "val/AP75") if key in metrics]
     order = {f"val/AP_{name}": i for i, name in enumerate(class_names)}
@@ -141,7 +150,7 @@ def plot_validation_ap(
                 style["color"] = class_color(list(class_names).index(name) + 1)
             ax.plot([epoch + 1 for epoch, _, _ in points], [v for _, _, v in points], **style)
         ax.set_xlabel("epochs trained")
-        ax.set_ylim(0, 1)
+        _fit_ap_to_data(ax)
         _start_at_zero(ax)
         if ax.lines:
             ax.legend(fontsize=8)
