@@ -167,24 +167,24 @@ def test_a_box_centre_mistake_names_both_centres_and_the_cell(capsys):
         (
             data_exercises.check_mask_offsets,
             lambda labels: np.cumsum([len(x) for x in labels]),
-            "expected shape (4,), N + 1 offsets for N images, from 0 to the number of masks; "
+            "expected shape (4,) (N + 1 offsets for N images, from 0 to the number of masks), "
             "got (3,)",
         ),
         (
             target_exercises.check_object_levels,
             lambda b, r: object_levels(b, r).T,
-            "expected shape (4, 5), one row per box and one column per level; got (5, 4)",
+            "expected shape (4, 5) (one row per box and one column per level), got (5, 4)",
         ),
         (
             target_exercises.check_center_region,
             lambda mask, box, s, eps: mask.bool(),
-            "expected shape (12, 12), one entry per cell of the S x S grid, indexed [row, col]; "
+            "expected shape (12, 12) (one entry per cell of the S x S grid, indexed [row, col]), "
             "got (256, 352)",
         ),
         (
             target_exercises.check_mask_target,
             lambda mask, size: mask,
-            "expected shape (2, 2), the level's mask size; got (8, 8)",
+            "expected shape (2, 2) (the level's mask size), got (8, 8)",
         ),
     ],
 )

@@ -30,11 +30,14 @@ def run_check(
     cases: Sequence[Case],
     mistakes: dict[str, Callable],
     atol: float = 1e-5,
+    form: str | None = None,
 ) -> Callable:
     """Run `fn` and `reference` on `cases`; print the verdict; return the function to use.
 
     `mistakes` maps a hint ("is alpha applied to the negatives?") to a wrong version of
-    the reference; when the learner's values match one, its hint is printed.
+    the reference; when the learner's result matches one (shape and values), its hint
+    is printed. `form` says what the expected shape means ("(S, S), one entry per grid
+    cell"); without it, a scalar or "the same shape as the input" is assumed.
     """
     for case in cases:
         try:
@@ -49,9 +52,11 @@ def run_check(
             )
             return reference
         expected = reference(*case.args)
-        problem = form_problem(got, expected)
-        if problem is None and not torch.allclose(got.float(), expected.float(), atol=atol):
-            problem = value_problem(got, expected, case, mistakes, atol)
+        problem = form_problem(got, expected, form)
+        if problem is not None and isinstance(got, Tensor):
+            problem += mistake_hint(got, case, mistakes, atol)
+        elif problem is None and not torch.allclose(got.float(), expected.float(), atol=atol):
+            problem = value_problem(got, expected) + mistake_hint(got, case, mistakes, atol)
         if problem is not None:
             print(f"{name}: wrong on {case.description}:\n  {problem}")
             print("  The library's version is used below; solutions/ has a reference solution.")
@@ -60,15 +65,21 @@ def run_check(
     return fn
 
 
-def form_problem(got: object, expected: Tensor) -> str | None:
-    """A message when `got` is not a tensor of `expected`'s shape and kind of dtype."""
+def form_problem(got: object, expected: Tensor, form: str | None = None) -> str | None:
+    """A message when `got` is not a tensor of `expected`'s shape and kind of dtype.
+
+    `form` says what the expected shape means; by default a scalar or the input's shape.
+    """
+    if form is None:
+        form = (
+            "a scalar"
+            if expected.dim() == 0
+            else "the same shape as the input, one value per entry"
+        )
     if not isinstance(got, Tensor):
         return f"expected a torch.Tensor of shape {tuple(expected.shape)}, got {type(got).__name__}"
     if got.shape != expected.shape:
-        return (
-            f"expected shape {tuple(expected.shape)} ({shape_hint(expected)}), "
-            f"got {tuple(got.shape)}"
-        )
+        return f"expected shape {tuple(expected.shape)} ({form}), got {tuple(got.shape)}"
     if got.is_floating_point() != expected.is_floating_point():
         return f"expected dtype {expected.dtype}, got {got.dtype}"
     if not torch.isfinite(got.float()).all() and torch.isfinite(expected.float()).all():
@@ -76,25 +87,23 @@ def form_problem(got: object, expected: Tensor) -> str | None:
     return None
 
 
-def shape_hint(expected: Tensor) -> str:
-    return "a scalar" if expected.dim() == 0 else "the same shape as the input, one value per entry"
-
-
-def value_problem(
-    got: Tensor, expected: Tensor, case: Case, mistakes: dict[str, Callable], atol: float
-) -> str:
-    """Where the values differ, and the likely mistake when the values match one."""
+def value_problem(got: Tensor, expected: Tensor) -> str:
+    """Where the values differ most, with both values and both sums."""
     difference = (got.float() - expected.float()).abs()
     where = tuple(int(i) for i in torch.unravel_index(difference.argmax(), difference.shape))
-    message = (
+    return (
         f"at index {where}: {got.float()[where].item():.4f}, expected "
         f"{expected.float()[where].item():.4f} (sum {got.float().sum().item():.4f}, expected "
         f"{expected.float().sum().item():.4f})"
     )
+
+
+def mistake_hint(got: Tensor, case: Case, mistakes: dict[str, Callable], atol: float) -> str:
+    """The hint of the first mistake whose result on `case` equals `got`, else ""."""
     for hint, wrong in mistakes.items():
         candidate = wrong(*case.args)
         if candidate.shape == got.shape and torch.allclose(
             got.float(), candidate.float(), atol=atol
         ):
-            return f"{message}\n  Your values match a common mistake: {hint}"
-    return message
+            return f"\n  Your values match a common mistake: {hint}"
+    return ""

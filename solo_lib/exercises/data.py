@@ -9,7 +9,6 @@ import torch
 
 from solo_lib.data.cis680 import mask_offsets
 from solo_lib.exercises.check import Case, run_check
-from solo_lib.exercises.targets import check_shapes_first
 
 
 # --- the offsets (notebook 01) -------------------------------------------------------------
@@ -84,9 +83,6 @@ def check_mask_offsets(fn: Callable[[Sequence[np.ndarray]], np.ndarray]) -> Call
             lambda labels: torch.from_numpy(_counts(labels))
         ),
     }
-    cases = _offsets_cases()
     form = "N + 1 offsets for N images, from 0 to the number of masks"
-    if not check_shapes_first("mask_offsets", learner, library, cases, mistakes, form):
-        return mask_offsets
-    chosen = run_check("mask_offsets", learner, library, cases, mistakes)
+    chosen = run_check("mask_offsets", learner, library, _offsets_cases(), mistakes, form=form)
     return fn if chosen is learner else mask_offsets

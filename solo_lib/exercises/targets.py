@@ -22,59 +22,6 @@ from solo_lib.targets_loop import center_of_mass, center_region, mask_target, ob
 #: The cpu preset's input (H, W): the exercises' masks have this size.
 _IMAGE_SIZE = SOLOConfig.cpu().image_size
 
-_LIBRARY_NOTE = "  The library's version is used below; solutions/ has a reference solution."
-
-
-def check_shapes_first(
-    name: str,
-    fn: Callable,
-    reference: Callable,
-    cases: Sequence[Case],
-    mistakes: dict[str, Callable],
-    form: str,
-) -> bool:
-    """Print what the result's shape means when `fn` returns the wrong one; False then.
-
-    `run_check` reports a wrong shape with the expected one, but cannot say what that
-    shape is; `form` says it ("(S, S), one entry per grid cell"), and a wrong-shaped
-    result that equals one of `mistakes` is named. Stubs, errors and wrong values are
-    left to `run_check`, which the caller runs next when this returns True.
-    """
-    for case in cases:
-        try:
-            got = fn(*case.args)
-        except Exception:  # a stub or a crash: run_check reports it
-            return True
-        expected = reference(*case.args)
-        if not isinstance(got, Tensor) or got.shape == expected.shape:
-            continue
-        print(
-            f"{name}: wrong on {case.description}:\n  expected shape {tuple(expected.shape)}, "
-            f"{form}; got {tuple(got.shape)}"
-        )
-        for hint, wrong in mistakes.items():
-            candidate = wrong(*case.args)
-            if candidate.shape == got.shape and torch.equal(got.double(), candidate.double()):
-                print(f"  Your values match a common mistake: {hint}")
-                break
-        print(_LIBRARY_NOTE)
-        return False
-    return True
-
-
-def _check(
-    name: str,
-    fn: Callable,
-    reference: Callable,
-    cases: Sequence[Case],
-    mistakes: dict[str, Callable],
-    form: str,
-) -> Callable:
-    """`check_shapes_first`, then `run_check`: the function the notebook goes on with."""
-    if not check_shapes_first(name, fn, reference, cases, mistakes, form):
-        return reference
-    return run_check(name, fn, reference, cases, mistakes)
-
 
 # --- the levels of an object (notebook 02, 2.2) ------------------------------------------
 def _square(side: float) -> list[float]:
@@ -133,7 +80,7 @@ def check_object_levels(fn: Callable[[Tensor, Sequence[tuple[float, float]]], Te
     boxes (n, 4) float xyxy; scale_ranges L pairs (lo, hi). Returns (n, L) bool:
     level l takes object i when lo_l <= sqrt(w_i h_i) <= hi_l.
     """
-    return _check(
+    return run_check(
         "object_levels",
         fn,
         object_levels,
@@ -253,7 +200,7 @@ def check_center_region(fn: Callable[[Tensor, Tensor, int, float], Tensor]) -> C
     (floor(x S / W), floor(y S / H), clamped to [0, S - 1]) and cut to the 3 x 3 cells
     around the centre cell.
     """
-    return _check(
+    return run_check(
         "center_region",
         fn,
         center_region,
@@ -333,7 +280,7 @@ def check_mask_target(fn: Callable[[Tensor, tuple[int, int]], Tensor]) -> Callab
     mask (H, W) uint8 0/1; size (h, w), dividing (H, W). Returns (h, w) uint8: each
     target pixel is 1 where the mask covers at least half of its block of input pixels.
     """
-    return _check(
+    return run_check(
         "mask_target",
         fn,
         mask_target,
