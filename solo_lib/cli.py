@@ -8,24 +8,31 @@ Start from a preset's YAML file and override any field on the command line::
     python -m solo_lib analyse --config solo_lib/configs/cpu.yaml \
         --data.format coco --data.root my_images/ --data.annotation_file my.json
     python -m solo_lib export --ckpt_path best.ckpt --output model.onnx
+    python -m solo_lib predict --config solo_lib/configs/cpu.yaml --onnx model.onnx \
+        --data.predict_dir my_images/ --predict_output.output_dir runs/predictions
 
 ``analyse`` trains nothing: it reads the data set with the same YAML and options and
 prints what the configuration does with its objects, and a proposal of input size and
 grids (`solo_lib.data_report`). ``export`` writes the network as ONNX and its weights
-alone (`solo_lib.export`).
+alone (`solo_lib.export`). ``predict --onnx`` runs that file with onnxruntime over the
+same images as ``predict --ckpt_path`` and writes the same files, without a trainer.
 
 The model's `SOLOConfig` is the single source of truth: the data module receives
 the same config, the trainer's ``max_epochs`` and the global seed are linked to it.
-With ``--ckpt_path``, the checkpoint fixes the network (`MODEL_FIELDS`) and the command
-line sets everything else: a longer schedule to resume, another score threshold to predict.
+With ``--ckpt_path`` (or ``--onnx``), the checkpoint (the ONNX file) fixes the network
+(`MODEL_FIELDS`) and the command line sets everything else: a longer schedule to resume,
+another score threshold to predict.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
@@ -36,7 +43,7 @@ from solo_lib.data import SOLODataModule
 from solo_lib.data_report import analyse_dataset, format_report
 from solo_lib.hardware import fastest_precision
 from solo_lib.module import LitSOLO
-from solo_lib.prediction import PredictionWriter
+from solo_lib.prediction import PredictionWriter, ResultsWriter, write_predictions
 
 
 class SOLOCLI(LightningCLI):
@@ -73,18 +80,12 @@ class SOLOCLI(LightningCLI):
         stored = checkpoint.get("hyper_parameters", {}).get("config")
         if not stored:
             return
-        config = self.config[subcommand]["model"]["config"]
-        for field in MODEL_FIELDS:
-            if field not in stored:
-                continue
-            given, trained = _plain(config[field]), _plain(stored[field])
-            if field in self._given_fields and given != trained:
-                raise ValueError(
-                    f"--model.config.{field} {given} conflicts with the checkpoint {ckpt_path}, "
-                    f"whose network was trained with {field} {trained}; leave it out to use "
-                    "the checkpoint's"
-                )
-            config[field] = stored[field]
+        take_network_fields(
+            self.config[subcommand]["model"]["config"],
+            stored,
+            self._given_fields,
+            ("the checkpoint", ckpt_path),
+        )
 
     def before_instantiate_classes(self) -> None:
         """``trainer.precision: null`` (the cpu preset's) becomes this machine's fastest
@@ -137,7 +138,8 @@ EXTRA_HELP = (
     "object sizes, cells and mask pixels of the data set under the config, and proposes an "
     "input size and grids (solo_lib/data_report.py). export: python -m solo_lib export "
     "--ckpt_path CKPT --output model.onnx [--dynamic_batch] writes the network as ONNX "
-    "(solo_lib/export.py)."
+    "(solo_lib/export.py). predict --onnx model.onnx [--config FILE] [--data.* ...] "
+    "[--predict_output.* ...] predicts with onnxruntime instead of --ckpt_path."
 )
 
 
@@ -154,7 +156,46 @@ def _plain(value: object) -> object:
     return tuple(value) if isinstance(value, list | tuple) else value
 
 
-class AnalyseCLI(SOLOCLI):
+def take_network_fields(
+    config: MutableMapping[str, Any],
+    stored: Mapping[str, Any],
+    given: set[str],
+    source: tuple[str, str | os.PathLike],
+) -> None:
+    """Set the `MODEL_FIELDS` of the parsed `config` to those of `stored`, a trained network's
+    config; the other fields stay as parsed.
+
+    A network field `given` on the command line with another value than the stored one
+    is an error that names both values and `source` (what, where: ``("the checkpoint",
+    path)``): the network cannot run with it.
+    """
+    what, where = source
+    for field in MODEL_FIELDS:
+        if field not in stored:
+            continue
+        value, trained = _plain(config[field]), _plain(stored[field])
+        if field in given and value != trained:
+            raise ValueError(
+                f"--model.config.{field} {value} conflicts with {what} {where}, "
+                f"whose network was trained with {field} {trained}; leave it out to use "
+                f"{what}'s"
+            )
+        config[field] = stored[field]
+
+
+class TrainerlessCLI(SOLOCLI):
+    """SOLOCLI's options and YAML parsed as one command (no subcommand), for the commands
+    that build no trainer: there is no precision to choose."""
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        self._given_fields = config_fields_given(args)
+        self.config = parser.parse_args(args)
+
+    def before_instantiate_classes(self) -> None:
+        """Nothing: without a trainer there is no precision to choose."""
+
+
+class AnalyseCLI(TrainerlessCLI):
     """`analyse`: SOLOCLI's options and YAML, with `--split` and `--proposal_images`;
     it builds the config and the data module, no trainer."""
 
@@ -178,12 +219,6 @@ class AnalyseCLI(SOLOCLI):
             default=16,
             help="Mask pixels the small objects (5th percentile) need in a proposed setting.",
         )
-
-    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
-        self.config = parser.parse_args(args)
-
-    def before_instantiate_classes(self) -> None:
-        """Nothing: without a trainer there is no precision to choose."""
 
     def instantiate_classes(self) -> None:
         """The data module with its `SOLOConfig` only: no network (nor weights to load), no
@@ -249,15 +284,76 @@ def export(args: list[str]) -> None:
     )
 
 
+class OnnxPredictCLI(TrainerlessCLI):
+    """`predict --onnx FILE`: SOLOCLI's options and YAML; the ONNX file (`OnnxSOLO`) gives the
+    network, the data module the images, `ResultsWriter` the files; no trainer."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.add_argument(
+            "--onnx", required=True, help="An ONNX file written by `python -m solo_lib export`."
+        )
+        parser.add_argument(
+            "--ckpt_path",
+            default=None,
+            help="Refused with --onnx, which is the network: leave --onnx out to predict "
+            "with a checkpoint.",
+        )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        super().parse_arguments(parser, args)
+        if self.config["ckpt_path"] is not None:
+            parser.error(
+                f"--onnx {self.config['onnx']} and --ckpt_path {self.config['ckpt_path']}: "
+                "give one; --onnx predicts with onnxruntime, --ckpt_path with PyTorch"
+            )
+
+    def instantiate_classes(self) -> None:
+        """The network from the ONNX file; the config of the file's network with the
+        command line's other fields, as ``--ckpt_path`` gives it (`take_network_fields`)."""
+        from solo_lib.export import OnnxSOLO
+
+        self.runtime = OnnxSOLO(self.config["onnx"])
+        config = self.config["model"]["config"]
+        stored = dataclasses.asdict(self.runtime.cfg)
+        take_network_fields(
+            config, stored, self._given_fields, ("the ONNX file", self.config["onnx"])
+        )
+        cfg = SOLOConfig(**config.as_dict())
+        self.runtime.cfg = cfg  # the same network fields; post-processing reads the others
+        self.datamodule = SOLODataModule(cfg, **self.config["data"].as_dict())
+        self.writer = ResultsWriter(**self.config["predict_output"].as_dict())
+        self.model = self.trainer = None
+
+
+def predict_onnx(args: list[str]) -> None:
+    """`python -m solo_lib predict --onnx model.onnx [options]`: ``predict`` with onnxruntime.
+
+    The same images (``--data.predict_dir`` or the validation split) and the same files
+    (``results.json``, overlays) as ``predict --ckpt_path``, in one process.
+    """
+    cli = OnnxPredictCLI(LitSOLO, SOLODataModule, args=args, run=False)
+    data, cfg = cli.datamodule, cli.runtime.cfg
+    data.prepare_data()
+    data.setup("predict")
+    # As `LitSOLO.setup`: a COCO validation set's category ids when the network has none.
+    cfg.category_ids = cfg.category_ids or data.category_ids
+    loader = data.predict_dataloader()
+    write_predictions(cli.runtime.predict, loader, cli.writer, cfg, len(loader.dataset))
+
+
 def main(args: list[str] | None = None) -> None:
-    """Run the command line with `args` (default: sys.argv); ``analyse`` and ``export``
-    are ours, the rest LightningCLI's."""
+    """Run the command line with `args` (default: sys.argv); ``analyse``, ``export`` and
+    ``predict --onnx`` are ours, the rest LightningCLI's."""
     argv = sys.argv[1:] if args is None else list(args)
     if argv[:1] == ["analyse"]:
         analyse(argv[1:])
         return
     if argv[:1] == ["export"]:
         export(argv[1:])
+        return
+    if argv[:1] == ["predict"] and any(a == "--onnx" or a.startswith("--onnx=") for a in argv):
+        predict_onnx(argv[1:])
         return
     SOLOCLI(
         LitSOLO,

@@ -28,21 +28,38 @@ def _digest(path: Path) -> str | None:
 
 def test_every_benchmark_script_is_found() -> None:
     names = {script.name for script in SCRIPTS}
-    for expected in ("bench_accuracy.py", "bench_latency.py", "bench_data.py", "bench_train.py"):
+    expected_scripts = (
+        "bench_accuracy.py",
+        "bench_latency.py",
+        "bench_data.py",
+        "bench_train.py",
+        "bench_deploy.py",
+    )
+    for expected in expected_scripts:
         assert expected in names
 
 
 @pytest.fixture(scope="module")
-def quick_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
-    """Every script's ``--quick`` run: {name: (completed process, RESULTS.md copy, its digest)}.
+def quick_runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple]:
+    """Each selected script's ``--quick`` run: {name: (completed process, RESULTS.md copy,
+    its digest)}. Only the scripts whose test runs are started (``-k deploy`` runs
+    bench_deploy.py alone), since each takes up to minutes.
 
     The scripts run two at a time: much of each run is starting Python and importing
     torch, so overlapping them keeps the suite short on a 2-core machine. The built-in
     data set is generated first, once, rather than by several scripts at the same time.
     """
 
+    selected = {
+        item.callspec.params["script"]
+        for item in request.session.items
+        if getattr(item, "originalname", None) == "test_quick_mode_prints_a_table"
+    }
+    scripts = [script for script in SCRIPTS if script in selected]
     ensure_builtin_dataset()
-    folders = {script: tmp_path_factory.mktemp(script.stem) for script in SCRIPTS}
+    folders = {script: tmp_path_factory.mktemp(script.stem) for script in scripts}
 
     def run(script: Path) -> tuple[str, subprocess.CompletedProcess, Path, str | None]:
         folder = folders[script]
@@ -60,7 +77,7 @@ def quick_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
         return script.name, done, results, before
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return {name: rest for name, *rest in pool.map(run, SCRIPTS)}
+        return {name: rest for name, *rest in pool.map(run, scripts)}
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)

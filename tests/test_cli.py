@@ -378,3 +378,124 @@ def test_validate_ap_is_cocoevals_ap_on_predicts_results(tmp_path, tiny_config):
     cocoeval = dict(zip(("AP", "AP50", "AP75"), evaluation.stats[:3], strict=True))
     assert cocoeval["AP50"] > 0.1, "the memorised model should find some of its objects"
     assert printed == pytest.approx(cocoeval, abs=1e-4)
+
+
+def _predicted(out_dir: Path) -> list[dict]:
+    """The entries of ``out_dir/results.json``."""
+    return json.loads((out_dir / "results.json").read_text())
+
+
+def test_predict_onnx_writes_the_instances_of_predict_ckpt_path(
+    tmp_path, tiny_config, tiny_data_dir
+):
+    """`predict --onnx` (onnxruntime) against `predict --ckpt_path` (PyTorch) on the
+    validation split: the same images, category ids and overlays, scores within 1e-3 and
+    masks of IoU >= 0.99 (decoded from their RLE). The network scores hundreds of cells
+    (test_export.scoring_model), so post-processing has real work; the ONNX graph has the
+    default fixed batch of 1, the config a batch of 2."""
+    import pycocotools.mask as mask_utils
+    import pytorch_lightning as pl
+    from test_export import scoring_model
+
+    from solo_lib.export import export_onnx
+
+    cfg = tiny_config.replace(channels_last=False)
+    lit = LitSOLO(cfg)
+    lit.model.load_state_dict(scoring_model(cfg).state_dict())
+    checkpoint = tmp_path / "random.ckpt"
+    torch.save(
+        {
+            "state_dict": lit.state_dict(),
+            "hyper_parameters": dict(lit.hparams),
+            "pytorch-lightning_version": pl.__version__,
+        },
+        checkpoint,
+    )
+    onnx_file = export_onnx(lit.model.eval(), tmp_path / "random.onnx")
+    config = _write_config(tmp_path, cfg, tiny_data_dir)
+    torch_dir, onnx_dir = tmp_path / "torch", tmp_path / "onnx"
+    runs = [
+        _solo(
+            "predict",
+            "--config",
+            str(config),
+            *source,
+            f"--predict_output.output_dir={out_dir}",
+        )
+        for source, out_dir in (
+            (["--ckpt_path", str(checkpoint)], torch_dir),
+            (["--onnx", str(onnx_file)], onnx_dir),
+        )
+    ]
+    for run in runs:
+        assert "results.json" in _finish(run)
+
+    expected, got = _predicted(torch_dir), _predicted(onnx_dir)
+    assert len(expected) > 20, "post-processing should have had work to do"
+    assert len(got) == len(expected)
+    for ours, theirs in zip(got, expected, strict=True):
+        assert (ours["image_id"], ours["category_id"]) == (
+            theirs["image_id"],
+            theirs["category_id"],
+        )
+        assert ours.get("file_name") == theirs.get("file_name")
+        assert ours["score"] == pytest.approx(theirs["score"], abs=1e-3)
+        a, b = (mask_utils.decode(r["segmentation"]).astype(bool) for r in (ours, theirs))
+        assert (a & b).sum() / max((a | b).sum(), 1) >= 0.99
+    overlays = sorted(p.name for p in (onnx_dir / "overlays").iterdir())
+    assert overlays == sorted(p.name for p in (torch_dir / "overlays").iterdir())
+    assert len(overlays) == len({r["image_id"] for r in expected})
+    assert not list(onnx_dir.glob("*.partial.jsonl"))
+
+
+def test_predict_onnx_on_a_blank_image_writes_no_instances(tmp_path, capsys, tiny_config):
+    """A folder with an empty (black) image and a broken file: results.json is an empty
+    list, the blank image gets its overlay, the broken file is counted as skipped. The
+    untrained network keeps every category probability at the 0.01 prior, below the 0.1
+    score threshold: no candidate reaches Matrix NMS."""
+    import numpy as np
+    from PIL import Image
+
+    from solo_lib.cli import main
+    from solo_lib.export import export_onnx
+    from solo_lib.model import SOLO
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(np.zeros((60, 80, 3), np.uint8)).save(folder / "blank.png")
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    torch.manual_seed(0)
+    onnx_file = export_onnx(
+        SOLO(tiny_config.replace(channels_last=False)).eval(), tmp_path / "m.onnx"
+    )
+    out_dir = tmp_path / "out"
+    main(
+        [
+            "predict",
+            "--onnx",
+            str(onnx_file),
+            f"--data.predict_dir={folder}",
+            f"--predict_output.output_dir={out_dir}",
+        ]
+    )
+    assert _predicted(out_dir) == []
+    assert [p.name for p in (out_dir / "overlays").iterdir()] == ["blank.png.png"]
+    out = capsys.readouterr().out
+    assert "wrote 0 instances of 1 images" in out and "skipped 1 unreadable file" in out
+
+
+def test_predict_refuses_onnx_and_ckpt_path_together(tmp_path, capsys):
+    from solo_lib.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["predict", "--onnx", "m.onnx", "--ckpt_path", "best.ckpt"])
+    err = capsys.readouterr().err
+    assert "--onnx m.onnx and --ckpt_path best.ckpt: give one" in err
+
+
+def test_predict_onnx_names_a_file_that_is_not_a_solo_export(tmp_path):
+    from solo_lib.cli import main
+
+    (tmp_path / "notes.onnx").write_text("not a model")
+    with pytest.raises(ValueError, match=r"notes\.onnx: not an ONNX model"):
+        main(["predict", "--onnx", str(tmp_path / "notes.onnx")])

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import onnx
 import pytest
 import torch
+from onnx import TensorProto, helper
 
 from solo_lib.config import SOLOConfig
 from solo_lib.data import SOLODataModule
@@ -14,10 +18,10 @@ from solo_lib.module import LitSOLO
 from solo_lib.postprocess import mask_iou
 
 
-def _scoring_model(cfg: SOLOConfig) -> SOLO:
+def scoring_model(cfg: SOLOConfig) -> SOLO:
     """A SOLO whose outputs are not the initial constants: random final mask convs, and
     category logits centred at 0 (p about 0.5), so that post-processing has hundreds of
-    candidates, overlapping masks and real work for Matrix NMS."""
+    candidates, overlapping masks and real work for Matrix NMS. (test_cli uses it too.)"""
     torch.manual_seed(0)
     model = SOLO(cfg).eval()
     head = model.head
@@ -34,7 +38,7 @@ def _scoring_model(cfg: SOLOConfig) -> SOLO:
 def exported(tmp_path_factory, tiny_config, tiny_data_dir):
     """(torch model, ONNX path, a validation batch) at the tiny config, dynamic batch."""
     cfg = tiny_config.replace(channels_last=False)
-    model = _scoring_model(cfg)
+    model = scoring_model(cfg)
     path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "solo.onnx", dynamic_batch=True)
     data = SOLODataModule(cfg, root=str(tiny_data_dir))
     data.setup("validate")
@@ -89,6 +93,50 @@ def test_an_empty_image_gives_an_empty_result(tmp_path, tiny_config, tiny_data_d
     images, targets = next(iter(data.val_dataloader()))
     result = OnnxSOLO(path).predict(torch.zeros_like(images[:1]), targets[:1])
     assert result[0]["masks"].shape[0] == 0 and result[0]["labels"].shape == (0,)
+
+
+def test_a_fixed_batch_graph_runs_any_batch(tmp_path, exported):
+    """A graph of batch 2 runs 3 images as 2, then 1 with a zero image filling the batch;
+    the rows are those of the free-batch graph. (Batch 1, the CLI's default, runs the
+    batches of 2 in test_cli's ``predict --onnx`` test.)"""
+    model, free_path, (images, _) = exported
+    three = torch.cat([images, images[:1]])  # (3, 3, H, W)
+    expected, _ = OnnxSOLO(free_path).probabilities(three)
+    runtime = OnnxSOLO(export_onnx(model, tmp_path / "batch2.onnx", batch_size=2))
+    assert runtime.batch_size == 2
+    got, _ = runtime.probabilities(three)
+    for ours, theirs in zip(got, expected, strict=True):
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+
+
+def test_files_that_are_not_solo_exports_are_refused_by_name(tmp_path):
+    """Not ONNX; ONNX without the stored config; a stored config but other outputs."""
+    text = tmp_path / "notes.onnx"
+    text.write_text("not a model")
+    with pytest.raises(ValueError, match=r"notes\.onnx: not an ONNX model"):
+        OnnxSOLO(text)
+
+    def identity_model(name: str, config: SOLOConfig | None) -> str:
+        """An ONNX graph ``images -> y`` (Identity), with `config` stored if given."""
+        shape = [1, 3, 96, 128]
+        graph = helper.make_graph(
+            [helper.make_node("Identity", ["images"], ["y"])],
+            "identity",
+            [helper.make_tensor_value_info("images", TensorProto.FLOAT, shape)],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+        if config is not None:
+            helper.set_model_props(model, {"solo_config": json.dumps(dataclasses.asdict(config))})
+        onnx.save(model, tmp_path / name)
+        return str(tmp_path / name)
+
+    with pytest.raises(ValueError, match=r"plain\.onnx: not a SOLO export: no 'solo_config'"):
+        OnnxSOLO(identity_model("plain.onnx", None))
+    with pytest.raises(ValueError, match=r"other\.onnx: not a SOLO export: .*'category_0'"):
+        OnnxSOLO(identity_model("other.onnx", SOLOConfig.cpu()))
+    with pytest.raises(FileNotFoundError, match=r"absent\.onnx: no such file"):
+        OnnxSOLO(tmp_path / "absent.onnx")
 
 
 def test_images_of_another_size_are_refused(exported):
