@@ -1,9 +1,11 @@
-"""One typed configuration for SOLO, with two presets.
+"""One typed configuration for SOLO and SOLOv2, with their presets.
 
 `SOLOConfig.paper()` carries every number of the SOLO paper (arXiv 1912.04488)
 as used on the CIS 680 data; `SOLOConfig.cpu()` is a small model that trains
-on a laptop CPU in minutes. Everything that depends on the input size (scale
-ranges, feature sizes, padding) is derived here, never typed in twice.
+on a laptop CPU in minutes; `solov2_paper()` and `solov2_cpu()` are the same two
+with SOLOv2's head (arXiv 2003.10152, `solo_lib.model.solov2`). Everything that
+depends on the input size (scale ranges, feature sizes, padding) is derived here,
+never typed in twice.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ MODEL_FIELDS = (
     "head_channels",
     "num_stacked_convs",
     "mask_head",
+    "head",
+    "kernel_channels",
+    "mask_branch_channels",
     "strides",
     "num_grids",
 )
@@ -98,7 +103,17 @@ class SOLOConfig:
     """"vanilla": one 1x1 conv to S^2 mask channels per level, a weight vector per cell.
     "decoupled" (Decoupled SOLO, the same paper): an X and a Y branch of S channels
     each, the mask of cell (row i, column j) is sigmoid(X_j) * sigmoid(Y_i)
-    (`solo_lib.model.heads`)."""
+    (`solo_lib.model.heads`). Only for ``head = "solo"``."""
+    head: str = "solo"
+    """"solo": SOLO's head, masks from S^2 outputs per level (`solo_lib.model.heads`).
+    "solov2": SOLOv2's dynamic head, each cell predicts a 1x1 kernel that is applied to
+    one mask feature map shared by all levels (`solo_lib.model.solov2`)."""
+    kernel_channels: int = 256
+    """SOLOv2's E: channels of the unified mask features, and so the length D = E of each
+    cell's 1x1 dynamic kernel (256 in the paper, 128 in SOLOv2-Light). Only for "solov2"."""
+    mask_branch_channels: int = 128
+    """Width of SOLOv2's unified mask feature branch before its 1x1 conv to E channels
+    (128 in the official code). Only for "solov2"."""
     strides: tuple[int, ...] = (8, 8, 16, 32, 32)
     num_grids: tuple[int, ...] = (40, 36, 24, 16, 12)
 
@@ -218,9 +233,51 @@ class SOLOConfig:
         )
 
     @classmethod
+    def solov2_paper(cls) -> SOLOConfig:
+        """SOLOv2 with the official settings, on the SOLO paper preset's input and schedule.
+
+        The category and kernel branches are 4 x [3x3 conv 512, GN, ReLU], the kernels
+        and unified mask features E = 256 channels wide, the mask feature branch 128
+        (the official SOLOv2 R50 config; SOLOv2-Light: ``head_channels=256,
+        kernel_channels=128``). Grids, strides, scale ranges and losses are SOLO's, as
+        in the paper.
+        """
+        return cls.paper().replace(
+            name="solov2_paper",
+            head="solov2",
+            head_channels=512,
+            num_stacked_convs=4,
+            kernel_channels=256,
+            mask_branch_channels=128,
+        )
+
+    @classmethod
+    def solov2_cpu(cls) -> SOLOConfig:
+        """SOLOv2 on the cpu preset: the same trunk, FPN, input, grids and schedule.
+
+        Only the head differs, so that the two compare head against head: kernel and
+        category branches 32 wide as SOLO's, E = 32 (a cell's kernel has 32 weights)
+        and a 32-channel mask feature branch. Masks are cut at the paper's 0.5: the 0.4
+        of the cpu preset belongs to Decoupled SOLO's product masks.
+        """
+        return cls.cpu().replace(
+            name="solov2_cpu",
+            head="solov2",
+            mask_head="vanilla",
+            kernel_channels=32,
+            mask_branch_channels=32,
+            mask_threshold=0.5,
+        )
+
+    @classmethod
     def preset(cls, name: str) -> SOLOConfig:
-        """The preset called `name` ("paper" or "cpu")."""
-        presets = {"paper": cls.paper, "cpu": cls.cpu}
+        """The preset called `name` ("paper", "cpu", "solov2_paper" or "solov2_cpu")."""
+        presets = {
+            "paper": cls.paper,
+            "cpu": cls.cpu,
+            "solov2_paper": cls.solov2_paper,
+            "solov2_cpu": cls.solov2_cpu,
+        }
         if name not in presets:
             raise ValueError(f"unknown preset {name!r}; expected one of {sorted(presets)}")
         return presets[name]()
@@ -294,8 +351,26 @@ class SOLOConfig:
             raise ValueError(f"lr_schedule must be 'step' or 'cosine', got {self.lr_schedule!r}")
         if self.mask_head not in ("vanilla", "decoupled"):
             raise ValueError(f"mask_head must be 'vanilla' or 'decoupled', got {self.mask_head!r}")
+        if self.head not in ("solo", "solov2"):
+            raise ValueError(f"head must be 'solo' or 'solov2', got {self.head!r}")
+        if self.head == "solov2":
+            self._check_solov2()
         if self.nms_kernel not in ("gaussian", "linear"):
             raise ValueError(f"nms_kernel must be 'gaussian' or 'linear', got {self.nms_kernel!r}")
+
+    def _check_solov2(self) -> None:
+        """SOLOv2's head has its own mask branch and sums levels 0-3 at the finest stride."""
+        if self.mask_head != "vanilla":
+            raise ValueError(
+                f"mask_head {self.mask_head!r} is a SOLO mask branch; head 'solov2' has its "
+                "own (set mask_head to 'vanilla', the default)"
+            )
+        finest = min(self.strides[:4])
+        if any(s % finest or (s // finest) & (s // finest - 1) for s in self.strides[:4]):
+            raise ValueError(
+                f"head 'solov2' needs the strides of levels 0-3 to be the finest one times a "
+                f"power of two (it upsamples them x2 at a time), got {self.strides}"
+            )
 
     def _check_ranges(self) -> None:
         """A clear error, naming the field, for every value outside its range.
@@ -341,6 +416,16 @@ class SOLOConfig:
                 "a positive multiple of 32 (GroupNorm(32))",
             ),
             ("num_stacked_convs", self.num_stacked_convs >= 1, "at least 1"),
+            (
+                "kernel_channels",
+                self.kernel_channels >= 32 and self.kernel_channels % 32 == 0,
+                "a positive multiple of 32 (GroupNorm(32))",
+            ),
+            (
+                "mask_branch_channels",
+                self.mask_branch_channels >= 32 and self.mask_branch_channels % 32 == 0,
+                "a positive multiple of 32 (GroupNorm(32))",
+            ),
             ("strides", all(s >= 1 for s in self.strides), "positive"),
             ("num_grids", all(s >= 1 for s in self.num_grids), "positive"),
             ("center_epsilon", 0 < self.center_epsilon < math.inf, "positive (0.2 in the paper)"),

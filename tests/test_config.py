@@ -67,6 +67,10 @@ def test_cpu_preset_derives_its_scale_ranges_from_the_input_height():
         ({"time_budget_min": 0}, "time_budget_min"),
         ({"warmup_ratio": 0}, "warmup_ratio"),
         ({"class_names": "car", "num_classes": 3}, "class_names"),
+        ({"head": "solov3"}, "head must be 'solo' or 'solov2'"),
+        ({"head": "solov2"}, "mask_head"),  # the cpu preset's decoupled SOLO mask branch
+        ({"kernel_channels": 48}, "kernel_channels"),
+        ({"mask_branch_channels": 0}, "mask_branch_channels"),
     ],
 )
 def test_bad_config_is_refused_with_the_field_named(changes, field):
@@ -79,7 +83,7 @@ def test_unknown_preset_names_the_choices():
         SOLOConfig.preset("tiny")
 
 
-@pytest.mark.parametrize("name", ["cpu", "paper"])
+@pytest.mark.parametrize("name", ["cpu", "paper", "solov2_cpu", "solov2_paper"])
 def test_preset_yaml_matches_the_preset(name):
     with open(REPO_ROOT / "solo_lib" / "configs" / f"{name}.yaml") as f:
         written = yaml.safe_load(f)["model"]["config"]

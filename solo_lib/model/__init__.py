@@ -1,4 +1,4 @@
-"""The SOLO network: ResNet-FPN backbone and the shared category / mask head."""
+"""The SOLO network: ResNet-FPN backbone and the shared head (SOLO's or SOLOv2's)."""
 
 from solo_lib.model.backbone import build_backbone
 from solo_lib.model.solo import SOLO, SOLOOutput

@@ -52,7 +52,38 @@ def coord_features(feature: Tensor) -> Tensor:
     return torch.stack([x, y]).expand(b, 2, h, w)
 
 
-def _conv_stack(in_channels: int, channels: int, depth: int) -> nn.Sequential:
+def prior_logit(prob: float = PRIOR_PROB) -> float:
+    """The bias log(p / (1 - p)) at which a sigmoid output starts at probability ``prob``."""
+    return math.log(prob / (1 - prob))
+
+
+def init_convs(module: nn.Module) -> None:
+    """Every conv of ``module``: weights normal(std=0.01), biases 0 (SOLO's and SOLOv2's)."""
+    for conv in module.modules():
+        if isinstance(conv, nn.Conv2d):
+            nn.init.normal_(conv.weight, std=0.01)
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
+
+
+def check_active(
+    features: list[Tensor], active: list[Tensor] | None, num_grids: tuple[int, ...]
+) -> None:
+    """A clear error unless ``features`` has one map per grid and ``active``, if given, is
+    per level a (B, S^2) mask of cells."""
+    if len(features) != len(num_grids):
+        raise ValueError(f"expected {len(num_grids)} feature levels, got {len(features)}")
+    if active is None:
+        return
+    for level, (cells, s) in enumerate(zip(active, num_grids, strict=True)):
+        if cells.shape != (features[level].shape[0], s * s):
+            raise ValueError(
+                f"active must be (B, S^2) = {(features[level].shape[0], s * s)} on "
+                f"level {level}, got {tuple(cells.shape)}"
+            )
+
+
+def conv_stack(in_channels: int, channels: int, depth: int) -> nn.Sequential:
     """``depth`` x [3x3 conv (no bias: GN follows), GroupNorm(32), ReLU]."""
     layers: list[nn.Module] = []
     for i in range(depth):
@@ -76,29 +107,25 @@ class SOLOHead(nn.Module):
         super().__init__()
         channels = cfg.head_channels  # a multiple of 32 for GroupNorm(32): SOLOConfig checks
         self.num_grids = cfg.num_grids
-        self.cate_convs = _conv_stack(in_channels, channels, cfg.num_stacked_convs)
+        self.cate_convs = conv_stack(in_channels, channels, cfg.num_stacked_convs)
         self.cate_out = nn.Conv2d(channels, cfg.num_classes, 3, padding=1)
         self.decoupled = cfg.mask_head == "decoupled"
         if self.decoupled:  # each branch sees its own coordinate: x for X, y for Y
-            self.mask_convs_x = _conv_stack(in_channels + 1, channels, cfg.num_stacked_convs)
-            self.mask_convs_y = _conv_stack(in_channels + 1, channels, cfg.num_stacked_convs)
+            self.mask_convs_x = conv_stack(in_channels + 1, channels, cfg.num_stacked_convs)
+            self.mask_convs_y = conv_stack(in_channels + 1, channels, cfg.num_stacked_convs)
             self.mask_out_x = nn.ModuleList(nn.Conv2d(channels, s, 1) for s in cfg.num_grids)
             self.mask_out_y = nn.ModuleList(nn.Conv2d(channels, s, 1) for s in cfg.num_grids)
         else:
-            self.mask_convs = _conv_stack(in_channels + 2, channels, cfg.num_stacked_convs)
+            self.mask_convs = conv_stack(in_channels + 2, channels, cfg.num_stacked_convs)
             self.mask_out = nn.ModuleList(nn.Conv2d(channels, s * s, 1) for s in cfg.num_grids)
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.normal_(module.weight, std=0.01)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-        prior_bias = -math.log((1 - PRIOR_PROB) / PRIOR_PROB)
+        init_convs(self)
+        prior_bias = prior_logit()
         nn.init.constant_(self.cate_out.bias, prior_bias)
         if self.decoupled:  # sigmoid(X) = sigmoid(Y) = 0.1: their product starts at 0.01 too
-            factor_bias = -math.log((1 - math.sqrt(PRIOR_PROB)) / math.sqrt(PRIOR_PROB))
+            factor_bias = prior_logit(math.sqrt(PRIOR_PROB))
             for conv in [*self.mask_out_x, *self.mask_out_y]:
                 nn.init.constant_(conv.bias, factor_bias)
         else:
@@ -116,15 +143,7 @@ class SOLOHead(nn.Module):
         order of ``masks[active]`` (image-major, then cell). Training needs no other
         mask, and most of the S^2 outputs would be computed only to be thrown away.
         """
-        if len(features) != len(self.num_grids):
-            raise ValueError(f"expected {len(self.num_grids)} feature levels, got {len(features)}")
-        if active is not None:
-            for level, (cells, s) in enumerate(zip(active, self.num_grids, strict=True)):
-                if cells.shape != (features[level].shape[0], s * s):
-                    raise ValueError(
-                        f"active must be (B, S^2) = {(features[level].shape[0], s * s)} on "
-                        f"level {level}, got {tuple(cells.shape)}"
-                    )
+        check_active(features, active, self.num_grids)
         categories, masks = [], []
         for level, (feature, s) in enumerate(zip(features, self.num_grids, strict=True)):
             cate = F.interpolate(feature, size=(s, s), mode="bilinear", align_corners=False)

@@ -1,4 +1,4 @@
-"""The SOLO network: backbone + FPN + shared head, returning logits for the loss."""
+"""The SOLO network: backbone + FPN + shared head (SOLO's or SOLOv2's), returning logits."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from solo_lib.config import SOLOConfig
 from solo_lib.model.backbone import build_backbone
 from solo_lib.model.heads import SOLOHead
+from solo_lib.model.solov2 import SOLOv2Head
 
 
 class SOLOOutput(NamedTuple):
@@ -33,13 +34,16 @@ class SOLOOutput(NamedTuple):
 
 
 class SOLO(nn.Module):
-    """SOLO (Wang et al., arXiv 1912.04488) for the settings in ``cfg``."""
+    """SOLO (Wang et al., arXiv 1912.04488) for the settings in ``cfg``; with
+    ``cfg.head = "solov2"``, SOLOv2 (arXiv 2003.10152): the same backbone, outputs and
+    training, another head (`solo_lib.model.solov2`)."""
 
     def __init__(self, cfg: SOLOConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.backbone = build_backbone(cfg)
-        self.head = SOLOHead(cfg, self.backbone.out_channels)
+        head = SOLOv2Head if cfg.head == "solov2" else SOLOHead
+        self.head = head(cfg, self.backbone.out_channels)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.to(memory_format=self.memory_format)
 

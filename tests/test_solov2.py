@@ -1,0 +1,203 @@
+"""SOLOv2's dynamic head: shapes, the kernels applied by hand, training path, init, overfit."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from solo_lib.config import SOLOConfig
+from solo_lib.data import SOLODataModule
+from solo_lib.losses import solo_loss
+from solo_lib.model import SOLO
+from solo_lib.model.heads import coord_features
+from solo_lib.model.solov2 import SOLOv2Head
+from solo_lib.module import batch_losses
+from solo_lib.targets import build_batch_targets
+
+
+def _solov2(cfg: SOLOConfig) -> SOLOConfig:
+    """``cfg`` (a SOLO config) with SOLOv2's head, E = 32."""
+    return cfg.replace(head="solov2", mask_head="vanilla", kernel_channels=32)
+
+
+def _random_kernel_model(image_size: tuple[int, int] = (128, 160)) -> tuple[SOLO, SOLOConfig]:
+    """A solov2_cpu SOLO whose kernel output conv has random weights, so that every cell's
+    kernel differs markedly (at init they are all near 0)."""
+    cfg = SOLOConfig.solov2_cpu().replace(image_size=image_size, channels_last=False)
+    torch.manual_seed(0)
+    model = SOLO(cfg)
+    with torch.no_grad():
+        model.head.kernel_out.weight.normal_(0, 0.2)
+        model.head.kernel_out.bias.normal_(0, 0.5)
+    return model, cfg
+
+
+def _first_batch(cfg: SOLOConfig, root) -> tuple[torch.Tensor, list[dict]]:
+    """The first validation batch of the tiny data set (no augmentation: the same each time)."""
+    return next(iter(SOLODataModule(cfg, root=str(root)).val_dataloader()))
+
+
+def _check_shapes(model: SOLO, cfg: SOLOConfig, batch: int) -> None:
+    with torch.no_grad():
+        output = model(torch.randn(batch, 3, *cfg.image_size))
+    assert len(output.category) == len(output.masks) == cfg.num_levels
+    for level, s in enumerate(cfg.num_grids):
+        assert output.category[level].shape == (batch, cfg.num_classes, s, s)
+        assert output.masks[level].shape == (batch, s * s, *cfg.mask_size(level))
+    assert all(torch.isfinite(x).all() for x in output.category + output.masks)
+
+
+def test_solov2_cpu_preset_output_shapes() -> None:
+    cfg = SOLOConfig.solov2_cpu()
+    torch.manual_seed(0)
+    model = SOLO(cfg).eval()
+    assert isinstance(model.head, SOLOv2Head)
+    _check_shapes(model, cfg, batch=2)
+
+
+def test_solov2_paper_preset_output_shapes_on_a_small_input() -> None:
+    """The official head (4 x 512-channel convs, E = 256, 128-channel mask feature branch)
+    and the paper's grids, on a 128 x 160 input so that ResNet-50 stays fast."""
+    cfg = SOLOConfig.solov2_paper().replace(image_size=(128, 160))
+    torch.manual_seed(0)
+    model = SOLO(cfg).eval()
+    head = model.head
+    assert head.kernel_out.out_channels == cfg.kernel_channels == 256
+    assert head.kernel_convs[0].out_channels == cfg.head_channels == 512
+    assert head.mask_features.fuse[0].in_channels == cfg.mask_branch_channels == 128
+    assert len(head.mask_features.levels) == 4  # P2-P5; level 4 (P6) adds nothing
+    _check_shapes(model, cfg, batch=1)
+
+
+def test_a_kernel_applied_by_hand_equals_the_batched_masks() -> None:
+    """Cell (row, col)'s mask = F.conv2d of the mask features (resized to the level's mask
+    size) with the kernel at (row, col) of the kernel map as a 1x1 weight, plus the bias."""
+    model, cfg = _random_kernel_model()
+    model.eval()
+    head = model.head
+    with torch.no_grad():
+        features = model.backbone(torch.randn(2, 3, *cfg.image_size))
+        _, masks = head(features)
+        unified = head.mask_features(features[:4])  # (B, E, H_0, W_0) at stride 8
+        assert unified.shape == (2, cfg.kernel_channels, *cfg.feature_size(0))
+        for level, (feature, s) in enumerate(zip(features, cfg.num_grids, strict=True)):
+            grid = F.interpolate(feature, size=(s, s), mode="bilinear", align_corners=False)
+            kernel_map = head.kernel_out(
+                head.kernel_convs(torch.cat([grid, coord_features(grid)], 1))
+            )
+            resized = F.interpolate(unified, size=cfg.mask_size(level), mode="bilinear")
+            for b, row, col in [(0, 0, 0), (1, 0, s - 1), (0, s - 1, 1), (1, s // 2, s // 3)]:
+                kernel = kernel_map[b, :, row, col].view(1, -1, 1, 1)  # (1, E, 1, 1)
+                by_hand = F.conv2d(resized[b : b + 1], kernel, head.mask_bias.view(1))[0, 0]
+                torch.testing.assert_close(
+                    masks[level][b, row * s + col], by_hand, atol=1e-4, rtol=1e-4
+                )
+
+
+def test_resizing_the_features_first_equals_resizing_the_masks() -> None:
+    """Levels 3-4 want stride-16 masks from stride-8 features: resizing the E features
+    before the 1x1 kernels gives the masks that resizing each full-size mask would."""
+    model, cfg = _random_kernel_model()
+    model.eval()
+    head = model.head
+    with torch.no_grad():
+        features = model.backbone(torch.randn(1, 3, *cfg.image_size))
+        _, masks = head(features)
+        s = cfg.num_grids[3]
+        grid = F.interpolate(features[3], size=(s, s), mode="bilinear", align_corners=False)
+        full = head.apply_kernels(head.kernels(grid), head.mask_features(features[:4]))
+        after = F.interpolate(full, size=cfg.mask_size(3), mode="bilinear")
+    torch.testing.assert_close(masks[3], after, atol=1e-4, rtol=1e-4)
+
+
+def test_active_masks_equal_the_dense_masks_at_those_cells_with_their_gradients() -> None:
+    model, cfg = _random_kernel_model()
+    images = torch.randn(3, 3, *cfg.image_size)
+    generator = torch.Generator().manual_seed(1)
+    active = [torch.rand(3, s * s, generator=generator) < 0.1 for s in cfg.num_grids]
+    active[1][1] = False  # an image with no active cell on a level
+    dense = model(images).masks
+    sparse = model(images, active).masks
+    for level, (d, a) in enumerate(zip(dense, active, strict=True)):
+        assert sparse[level].shape == (int(a.sum()), *cfg.mask_size(level))
+        torch.testing.assert_close(sparse[level], d[a], atol=1e-4, rtol=1e-4)
+    weight = model.head.kernel_out.weight
+    (grad_dense,) = torch.autograd.grad(dense[0][active[0]].sum(), weight)
+    (grad_sparse,) = torch.autograd.grad(sparse[0].sum(), weight)
+    torch.testing.assert_close(grad_sparse, grad_dense, atol=1e-3, rtol=1e-4)
+    with pytest.raises(ValueError, match=r"active must be \(B, S\^2\)"):
+        model(images, [a[:2] for a in active])
+
+
+def test_loss_at_init_is_the_focal_prior_and_a_dice_near_one(tiny_config, tiny_data_dir) -> None:
+    """Every output starts near p = 0.01, so the losses at init are known in advance.
+
+    Focal: a positive entry (its class at a positive cell) costs alpha (1 - p)^gamma
+    (-log p) = 0.25 * 0.99^2 * 4.605 = 1.128; a negative one (1 - alpha) p^gamma
+    (-log(1 - p)) = 0.75 * 1e-4 * 0.01005 = 7.5e-7. Summed and divided by
+    (N_pos + 1): N_pos / (N_pos + 1) * 1.128, plus the negatives' 7.5e-7 each.
+
+    Dice: a mask of constant p = 0.01 on a target of area A in N pixels gives
+    1 - 2 * 0.01 * A / (1e-4 * N + A + 1e-3), just under 1 - 0.02 = 0.98 for the small
+    objects of the data set. The kernels are not exactly 0, so p varies a little
+    around 0.01 from pixel to pixel: both are compared with a tolerance.
+    """
+    cfg = _solov2(tiny_config)
+    torch.manual_seed(0)
+    model = SOLO(cfg).train()
+    images, targets = _first_batch(cfg, tiny_data_dir)
+    level_targets = build_batch_targets(targets, cfg)
+    with torch.no_grad():
+        losses = solo_loss(model(images), level_targets, cfg)
+
+    p, alpha, gamma = 0.01, cfg.focal_alpha, cfg.focal_gamma
+    positive = alpha * (1 - p) ** gamma * -math.log(p)
+    negative = (1 - alpha) * p**gamma * -math.log(1 - p)
+    num_pos = sum(int((t.category > 0).sum()) for t in level_targets)
+    num_entries = sum(t.category.numel() for t in level_targets) * cfg.num_classes
+    focal = (num_pos * positive + (num_entries - num_pos) * negative) / (num_pos + 1)
+    assert num_pos > 0
+    assert losses["focal"].item() == pytest.approx(focal, rel=0.05)
+
+    dices = []
+    for t in level_targets:  # each level's targets (P_l, h, w) at its own mask size
+        areas, pixels = t.masks.flatten(1).float().sum(1), t.masks.shape[1] * t.masks.shape[2]
+        dices.append(1 - 2 * p * areas / (p * p * pixels + areas + 1e-3))
+    dice = torch.cat(dices).mean().item()
+    assert 0.97 < dice < 1
+    assert losses["dice"].item() == pytest.approx(dice, abs=0.01)
+
+
+def test_one_batch_overfit_makes_the_dice_fall(tiny_config, tiny_data_dir) -> None:
+    cfg = _solov2(tiny_config)
+    torch.manual_seed(0)
+    model = SOLO(cfg).train()
+    images, targets = _first_batch(cfg, tiny_data_dir)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    history = []
+    for _ in range(30):
+        losses, _ = batch_losses(model, images, targets, cfg, all_masks=False)
+        optimizer.zero_grad()
+        losses["loss"].backward()
+        optimizer.step()
+        history.append((losses["focal"].item(), losses["dice"].item()))
+    (focal0, dice0), (focal1, dice1) = history[0], history[-1]
+    assert dice1 < 0.3 * dice0, history  # 0.98 -> 0.04-0.09 over seeds 0-2
+    assert focal1 < 0.7 * focal0, history
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"head": "solov3"}, "head must be 'solo' or 'solov2', got 'solov3'"),
+        ({"head": "solov2", "mask_head": "decoupled"}, "head 'solov2' has its own"),
+        ({"strides": (8, 12, 16, 32, 32)}, "power of two"),
+        ({"kernel_channels": 40}, "kernel_channels must be a positive multiple of 32"),
+    ],
+)
+def test_bad_solov2_settings_are_refused_with_a_clear_error(changes, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        SOLOConfig.solov2_cpu().replace(**changes)
