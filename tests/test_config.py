@@ -83,7 +83,7 @@ def test_unknown_preset_names_the_choices():
         SOLOConfig.preset("tiny")
 
 
-@pytest.mark.parametrize("name", ["cpu", "paper", "solov2_cpu", "solov2_paper"])
+@pytest.mark.parametrize("name", ["cpu", "dense", "paper", "solov2_cpu", "solov2_paper"])
 def test_preset_yaml_matches_the_preset(name):
     with open(REPO_ROOT / "solo_lib" / "configs" / f"{name}.yaml") as f:
         written = yaml.safe_load(f)["model"]["config"]

@@ -80,3 +80,23 @@ def test_notebook_figures_are_legible_and_the_file_small(path):
     ]
     narrow = [w for w in widths if w < MIN_FIGURE_WIDTH]
     assert not narrow, f"{path.name}: figures narrower than {MIN_FIGURE_WIDTH} px: {narrow}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_widget_views_have_their_state_saved(path):
+    """A code host or nbviewer draws a widget from the notebook's saved widget state; a
+    view whose model is not in it shows as ``VBox(children=...)`` text."""
+    notebook = nbformat.read(path, as_version=4)
+    state = (
+        notebook.metadata.get("widgets", {})
+        .get("application/vnd.jupyter.widget-state+json", {})
+        .get("state", {})
+    )
+    views = [
+        output["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+        if "application/vnd.jupyter.widget-view+json" in output.get("data", {})
+    ]
+    assert all(model_id in state for model_id in views), f"{path.name}: unsaved widget views"
