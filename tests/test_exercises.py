@@ -198,3 +198,37 @@ def test_masks_to_original_hand_case_by_hand():
         torch.testing.assert_close(
             torch.stack(centre), torch.tensor([8.0, centre_x]), atol=0.01, rtol=0
         )
+
+
+def _solution(name: str):
+    """The reference solution ``my_<name>`` from solutions/ (loaded by path: the
+    repository's data/ folder would shadow ``import data``)."""
+    import importlib.util
+
+    for path in sorted((REPO_ROOT / "solutions").glob("*.py")):
+        if f"def my_{name}(" in path.read_text():
+            spec = importlib.util.spec_from_file_location(f"solution_{path.stem}", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return getattr(module, f"my_{name}")
+    raise LookupError(name)
+
+
+@pytest.mark.parametrize("name", list(exercises.EXERCISES))
+def test_the_contract_passes_references_and_solutions_and_raises_on_mistakes(name):
+    """EXERCISES[name] returns None for the reference and the solutions/ function, and
+    raises AssertionError with the check's explanation for a stub and for a result of
+    the wrong form; reference(name) is the function a stub falls back to."""
+    verify = exercises.EXERCISES[name]
+    assert verify(exercises.reference(name)) is None
+    assert verify(_solution(name)) is None
+
+    def stub(*args):
+        raise NotImplementedError
+
+    with pytest.raises(AssertionError, match="not attempted yet"):
+        verify(stub)
+    with pytest.raises(AssertionError, match=f"{name}: wrong on"):
+        verify(lambda *args: torch.zeros(1, 2, 3, 4, 5))  # a 5-d result: no exercise's form
+    with pytest.raises(KeyError, match="unknown exercise"):
+        exercises.reference("nms")

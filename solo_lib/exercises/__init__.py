@@ -10,10 +10,12 @@ to bottom whatever the state of its exercises. A stub that still raises
 `NotImplementedError` is "not attempted yet". Reference solutions, for when you are
 stuck: ``solutions/`` at the repository root.
 
-One module per notebook's exercises; the shared machinery is `check`.
+One module per notebook's exercises; the shared machinery is `check`; `EXERCISES` and
+`reference(name)` (module `contract`) list them for tests and instructors.
 """
 
 from solo_lib.exercises.check import Case, run_check
+from solo_lib.exercises.contract import EXERCISES, reference
 from solo_lib.exercises.data import check_mask_offsets
 from solo_lib.exercises.losses import check_dice_loss, check_focal_loss
 from solo_lib.exercises.model import check_coord_features
@@ -29,6 +31,7 @@ from solo_lib.exercises.targets import (
 )
 
 __all__ = [
+    "EXERCISES",
     "Case",
     "check_center_region",
     "check_coord_features",
@@ -40,5 +43,6 @@ __all__ = [
     "check_matrix_nms",
     "check_object_levels",
     "check_points_nms",
+    "reference",
     "run_check",
 ]
