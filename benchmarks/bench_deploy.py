@@ -46,7 +46,7 @@ from pathlib import Path
 import common
 import numpy as np
 import torch
-from bench_latency import build_maskrcnn_r50
+from bench_latency import build_maskrcnn_r50, fmt
 from bench_train import quick_config, tiny_dataset
 from PIL import Image
 
@@ -282,10 +282,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "no torch.compile (its compilation takes minutes)",
     )
     return parser.parse_args(argv)
-
-
-def fmt(ms: float | None) -> str:
-    return "-" if ms is None else f"{ms:.1f}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:

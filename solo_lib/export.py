@@ -64,7 +64,9 @@ def export_onnx(
     """
     cfg = model.cfg
     net = ProbabilityNet(model).eval()
-    example = torch.zeros(batch_size, 3, *cfg.image_size)
+    # torch.export specialises a dimension traced at size 1 (and guards the cpu preset's
+    # batch to <= 2 when traced at 1): a free batch is traced from an example of 2.
+    example = torch.zeros(max(batch_size, 2) if dynamic_batch else batch_size, 3, *cfg.image_size)
     dynamic = {"images": {0: torch.export.Dim("batch", min=1)}} if dynamic_batch else None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -192,3 +192,20 @@ def test_export_refuses_a_missing_checkpoint_and_writes_nothing(tmp_path, capsys
         )
     assert "nope.ckpt: no such file" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_free_batch_graph_of_the_cpu_preset_runs_one_and_three_images(tmp_path):
+    """Traced at batch 1, torch.export specialised the cpu preset's batch (its guard
+    allowed at most 2): `dynamic_batch` traces from an example of 2, and the graph then
+    takes 1 and 3 images, equal to PyTorch to 1e-4."""
+    torch.manual_seed(0)
+    model = SOLO(SOLOConfig.cpu()).eval()
+    runtime = OnnxSOLO(export_onnx(model, tmp_path / "cpu.onnx", dynamic_batch=True))
+    assert runtime.batch_size is None
+    images = torch.randn(3, 3, *model.cfg.image_size)
+    for batch in (images[:1], images):
+        category, masks = runtime.probabilities(batch)
+        with torch.no_grad():
+            expected_category, expected_masks = model(batch).probabilities()
+        torch.testing.assert_close(category[0], expected_category[0], atol=1e-4, rtol=0)
+        torch.testing.assert_close(masks[-1], expected_masks[-1], atol=1e-4, rtol=0)
