@@ -1,14 +1,16 @@
-"""The course's model: the main job of README, trained by one command, used by notebooks 04 and 05.
+"""The course's models: README's jobs, each trained by one command, used by the notebooks.
 
-There is one training path. ``python -m solo_lib fit --config solo_lib/configs/cpu.yaml``
-(`MAIN_COMMAND`) trains the `cpu` preset and writes its logs and checkpoints to
-``runs/cpu/version_N``; notebook 04 can run exactly that command in its kernel
-(`train_main_job`), reads the newest run's log, and notebook 05 loads its best
-checkpoint (`load_main_model`). Without a trained model, both say so and name the
-command instead of quietly training a toy model.
+There is one training path per model. The main job,
+``python -m solo_lib fit --config solo_lib/configs/cpu.yaml`` (`MAIN_JOB`), trains the
+`cpu` preset and writes its logs and checkpoints to ``runs/cpu/version_N``; notebook 04
+can run exactly that command in its kernel (`train_job`), reads the newest run's log,
+and notebook 05 loads its best checkpoint (`load_job_model`). Notebook 06 does the same
+with the dense preset (`DENSE_JOB`), notebook 07 with SOLOv2's (`SOLOV2_JOB`). Without a
+trained model, a notebook says so and names the command instead of quietly training a
+toy model.
 
 In fast mode (``SOLO_FAST=1``, the test suite) the same command runs a few steps on
-a few images into ``runs/cpu_fast``, so running the tests never touches a learner's
+a few images into ``runs/<name>_fast``, so running the tests never touches a learner's
 trained model.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,25 +27,53 @@ from solo_lib.config import SOLOConfig, fast_mode
 from solo_lib.module import LitSOLO, build_optimizer, build_schedule
 from solo_lib.paths import REPO_ROOT, RUNS_DIR
 
-#: The preset file of the main job.
-MAIN_CONFIG = REPO_ROOT / "solo_lib" / "configs" / "cpu.yaml"
-#: README's main command, run from the repository root.
-MAIN_COMMAND = "python -m solo_lib fit --config solo_lib/configs/cpu.yaml"
-#: How long the main job takes on 2 CPU cores, its time budget included.
-MAIN_MINUTES = 20
-#: Fast mode: the same command on `FAST_IMAGES` images for `FAST_STEPS` steps.
+CONFIG_DIR = REPO_ROOT / "solo_lib" / "configs"
+#: Fast mode: a job's command on `FAST_IMAGES` images for `FAST_STEPS` steps.
 FAST_IMAGES = 40
 FAST_STEPS = 4
 
 
+@dataclass(frozen=True)
+class Job:
+    """A training command of README: its preset file, its run folder and its duration.
+
+    ``name`` is the preset's logger name: the runs are ``runs/<name>/version_N``.
+    ``minutes`` is how long the command takes on 2 CPU cores, its time budget included.
+    """
+
+    name: str
+    config: Path
+    minutes: int
+
+    @property
+    def command(self) -> str:
+        """The command, run from the repository root."""
+        return f"python -m solo_lib fit --config {self.config.relative_to(REPO_ROOT)}"
+
+
+#: README's main job: SOLO's cpu preset on the built-in objects set (notebooks 04, 05).
+MAIN_JOB = Job("cpu", CONFIG_DIR / "cpu.yaml", 20)
+#: The dense preset on the built-in dense cells set (notebook 06).
+DENSE_JOB = Job("dense", CONFIG_DIR / "dense.yaml", 10)
+#: SOLOv2's cpu preset on the built-in objects set (notebook 07).
+SOLOV2_JOB = Job("solov2_cpu", CONFIG_DIR / "solov2_cpu.yaml", 20)
+
+#: The preset file of the main job.
+MAIN_CONFIG = MAIN_JOB.config
+#: README's main command, run from the repository root.
+MAIN_COMMAND = MAIN_JOB.command
+#: How long the main job takes on 2 CPU cores, its time budget included.
+MAIN_MINUTES = MAIN_JOB.minutes
+
+
 class NoTrainedModel(FileNotFoundError):
-    """There is no run of the main job yet; the message says how to train one."""
+    """There is no run of a job yet; the message says how to train one."""
 
 
-def runs_root(fast: bool | None = None) -> Path:
-    """Where the main job's runs are: ``runs/cpu`` (``runs/cpu_fast`` in fast mode)."""
+def runs_root(fast: bool | None = None, job: Job = MAIN_JOB) -> Path:
+    """Where a job's runs are: ``runs/<name>`` (``runs/<name>_fast`` in fast mode)."""
     fast = fast_mode() if fast is None else fast
-    return RUNS_DIR / ("cpu_fast" if fast else "cpu")
+    return RUNS_DIR / (f"{job.name}_fast" if fast else job.name)
 
 
 def _fast_overrides() -> list[str]:
@@ -64,8 +95,10 @@ def _fast_overrides() -> list[str]:
     ]
 
 
-def train_main_job(fast: bool | None = None, extra_args: list[str] | None = None) -> Path:
-    """Run `MAIN_COMMAND` in this process; return the folder of the run it wrote.
+def train_job(
+    job: Job = MAIN_JOB, fast: bool | None = None, extra_args: list[str] | None = None
+) -> Path:
+    """Run ``job.command`` in this process; return the folder of the run it wrote.
 
     The logs go to `runs_root` wherever the notebook runs. `extra_args` are appended to
     the command line (later arguments win), as on a shell.
@@ -73,11 +106,11 @@ def train_main_job(fast: bool | None = None, extra_args: list[str] | None = None
     from solo_lib.cli import main  # the command line itself, not a copy of its Trainer
 
     fast = fast_mode() if fast is None else fast
-    root = runs_root(fast)
+    root = runs_root(fast, job)
     args = [
         "fit",
         "--config",
-        str(MAIN_CONFIG),
+        str(job.config),
         "--trainer.logger.init_args.save_dir",
         str(root.parent),
         "--trainer.logger.init_args.name",
@@ -89,28 +122,34 @@ def train_main_job(fast: bool | None = None, extra_args: list[str] | None = None
         # In a notebook or under pytest, sys.argv holds the host's own arguments.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         main(args + (_fast_overrides() if fast else []) + list(extra_args or []))
-    return newest_run(fast)
+    return newest_run(fast, job)
+
+
+def train_main_job(fast: bool | None = None, extra_args: list[str] | None = None) -> Path:
+    """`train_job` of the main job (notebook 04)."""
+    return train_job(MAIN_JOB, fast, extra_args)
 
 
 def _version(run: Path) -> int:
     return int(run.name.split("_")[-1])
 
 
-def newest_run(fast: bool | None = None) -> Path:
-    """The newest run folder of the main job (highest ``version_N`` with a metrics.csv).
+def newest_run(fast: bool | None = None, job: Job = MAIN_JOB) -> Path:
+    """The newest run folder of a job (highest ``version_N`` with a metrics.csv).
 
     Raises `NoTrainedModel`, with the command that trains one, when there is none.
     """
     fast = fast_mode() if fast is None else fast
-    root = runs_root(fast)
+    root = runs_root(fast, job)
     runs = [p.parent for p in root.glob("version_*/metrics.csv")]
     runs = [run for run in runs if any((run / "checkpoints").glob("*.ckpt"))]
     if not runs:
+        hint = " or set TRAIN = True in notebook 04;" if job == MAIN_JOB else ";"
         raise NoTrainedModel(
-            f"No trained model in {root}. Train the course's model with\n"
-            f"    {MAIN_COMMAND}\n"
-            f"from the repository root (about {MAIN_MINUTES} minutes on 2 CPU cores), "
-            "or set TRAIN = True in notebook 04; then run this notebook again."
+            f"No trained model in {root}. Train it with\n"
+            f"    {job.command}\n"
+            f"from the repository root (about {job.minutes} minutes on 2 CPU cores),"
+            f"{hint} then run this notebook again."
         )
     return max(runs, key=_version)
 
@@ -126,22 +165,27 @@ def best_checkpoint(run: Path) -> Path:
     raise NoTrainedModel(f"{run / 'checkpoints'}: no checkpoint (best-*.ckpt or last.ckpt)")
 
 
-def load_main_model(fast: bool | None = None) -> tuple[LitSOLO, Path]:
-    """The best checkpoint of the newest main-job run (eval mode, CPU), and its path.
+def load_job_model(job: Job = MAIN_JOB, fast: bool | None = None) -> tuple[LitSOLO, Path]:
+    """The best checkpoint of a job's newest run (eval mode, CPU), and its path.
 
     In fast mode a missing run is trained first (a few steps); otherwise a missing run
     raises `NoTrainedModel`, whose message gives the command.
     """
     fast = fast_mode() if fast is None else fast
     try:
-        run = newest_run(fast)
+        run = newest_run(fast, job)
     except NoTrainedModel:
         if not fast:
             raise
-        run = train_main_job(fast=True)
+        run = train_job(job, fast=True)
     path = best_checkpoint(run)
     model = LitSOLO.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     return model.eval(), path
+
+
+def load_main_model(fast: bool | None = None) -> tuple[LitSOLO, Path]:
+    """`load_job_model` of the main job (notebook 05)."""
+    return load_job_model(MAIN_JOB, fast)
 
 
 def read_metrics(path: Path) -> dict[str, list[tuple[int, int, float]]]:
