@@ -57,6 +57,8 @@ MAIN_JOB = Job("cpu", CONFIG_DIR / "cpu.yaml", 20)
 DENSE_JOB = Job("dense", CONFIG_DIR / "dense.yaml", 10)
 #: SOLOv2's cpu preset on the built-in objects set (notebook 07).
 SOLOV2_JOB = Job("solov2_cpu", CONFIG_DIR / "solov2_cpu.yaml", 20)
+#: Every job the notebooks load.
+JOBS = (MAIN_JOB, DENSE_JOB, SOLOV2_JOB)
 
 #: The preset file of the main job.
 MAIN_CONFIG = MAIN_JOB.config

@@ -250,18 +250,35 @@ def test_main_job_in_process_writes_a_run_that_load_main_model_loads(
     assert second.name == "version_1" and course.newest_run(fast=True) == second
 
 
-def test_without_a_run_learner_mode_names_the_command_and_trains_nothing(tmp_path, monkeypatch):
+@pytest.mark.parametrize("job", course.JOBS, ids=lambda job: job.name)
+def test_without_a_run_learner_mode_names_the_command_and_trains_nothing(
+    tmp_path, monkeypatch, job
+):
     monkeypatch.setattr(course, "RUNS_DIR", tmp_path)
 
     def _no_training(*args, **kwargs):
-        raise AssertionError("load_main_model trained a model in learner mode")
+        raise AssertionError("load_job_model trained a model in learner mode")
 
-    monkeypatch.setattr(course, "train_main_job", _no_training)
+    monkeypatch.setattr(course, "train_job", _no_training)
     with pytest.raises(course.NoTrainedModel) as info:
-        course.load_main_model(fast=False)
+        course.load_job_model(job, fast=False)
     message = str(info.value)
-    assert course.MAIN_COMMAND in message and str(tmp_path / "cpu") in message
-    assert "20 minutes" in message
+    assert job.command in message and str(tmp_path / job.name) in message
+    assert f"{job.minutes} minutes" in message
+    # only the main job can be trained from notebook 04
+    assert ("notebook 04" in message) == (job == course.MAIN_JOB)
+
+
+@pytest.mark.parametrize("job", course.JOBS, ids=lambda job: job.name)
+def test_a_job_looks_for_its_runs_where_its_preset_writes_them(job):
+    """The preset's logger name is the job's folder: otherwise a notebook would not find
+    the model that README's command trained."""
+    import yaml
+
+    logger = yaml.safe_load(job.config.read_text())["trainer"]["logger"]["init_args"]
+    assert course.runs_root(fast=False, job=job) == course.RUNS_DIR / logger["name"]
+    assert course.runs_root(fast=True, job=job).name == f"{logger['name']}_fast"
+    assert job.command == f"python -m solo_lib fit --config solo_lib/configs/{job.config.name}"
 
 
 def test_training_log_has_one_line_per_epoch_with_its_ap(two_epochs):
