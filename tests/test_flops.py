@@ -40,7 +40,7 @@ def test_solov2_kernels_applied_are_every_cells_e_weights_at_every_mask_pixel() 
     head's total that no branch claims."""
     cfg = SOLOConfig.solov2_paper()
     flops = head_flops(cfg)
-    assert list(flops) == ["mask features", "category branch", "kernel branch", KERNELS_APPLIED]
+    assert set(flops) == {"category branch", "kernel branch", "mask features", KERNELS_APPLIED}
     assert flops[KERNELS_APPLIED] == _masks_flops(cfg, cfg.kernel_channels)
 
 

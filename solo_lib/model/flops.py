@@ -37,9 +37,9 @@ def head_flops(cfg: SOLOConfig) -> dict[str, int]:
     """FLOPs of each branch of ``cfg``'s head for one image at ``cfg.image_size``.
 
     The head runs as at inference, every cell's mask computed. Keys, in the order of
-    first use: SOLO's "category branch", "mask branch convs" and "mask outputs" (the
+    the head's modules: SOLO's "category branch", "mask branch convs" and "mask outputs" (the
     per-level 1x1 convs to S^2 channels, or Decoupled SOLO's 2S); SOLOv2's "category
-    branch", "mask features", "kernel branch" and "kernels applied" (all S^2 kernels
+    branch", "kernel branch", "mask features" and "kernels applied" (all S^2 kernels
     of every level on the mask features). The values add up to the head's total.
     """
     from solo_lib.model.solo import SOLO  # imported here: solo imports this package
