@@ -1,9 +1,11 @@
-"""SOLOv2's dynamic head: shapes, the kernels applied by hand, training path, init, overfit."""
+"""SOLOv2's dynamic head: shapes, the kernels applied by hand, training path, init, overfit,
+and its architecture diagram."""
 
 from __future__ import annotations
 
 import math
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,6 +14,7 @@ from solo_lib.config import SOLOConfig
 from solo_lib.data import SOLODataModule
 from solo_lib.losses import solo_loss
 from solo_lib.model import SOLO
+from solo_lib.model.diagram import draw_architecture
 from solo_lib.model.heads import coord_features
 from solo_lib.model.solov2 import SOLOv2Head
 from solo_lib.module import batch_losses
@@ -201,3 +204,66 @@ def test_one_batch_overfit_makes_the_dice_fall(tiny_config, tiny_data_dir) -> No
 def test_bad_solov2_settings_are_refused_with_a_clear_error(changes, message) -> None:
     with pytest.raises(ValueError, match=message):
         SOLOConfig.solov2_cpu().replace(**changes)
+
+
+def _diagram_texts(cfg: SOLOConfig) -> list[str]:
+    """Every text of `draw_architecture`'s figure for ``cfg``, after a draw."""
+    figure = draw_architecture(cfg)
+    try:
+        figure.canvas.draw()
+        return [text.get_text() for text in figure.axes[0].texts]
+    finally:
+        plt.close(figure)
+
+
+def test_solov2_diagram_draws_its_branches_with_the_config_sizes() -> None:
+    """Oracle, by hand for a 192 x 256 input and E = 64: the kernels are 64 x S x S per
+    level, the mask features 64 x 24 x 32 (stride 8: 192 / 8, 256 / 8), the masks
+    S^2 x 48 x 64 on levels 0-1 (stride 4) and S^2 x 12 x 16 on levels 3-4 (stride 16)."""
+    cfg = SOLOConfig.solov2_cpu().replace(
+        image_size=(192, 256), kernel_channels=64, num_grids=(20, 14, 10, 7, 5)
+    )
+    texts = _diagram_texts(cfg)
+    for kernels in ("64 x 20 x 20", "64 x 14 x 14", "64 x 10 x 10", "64 x 7 x 7", "64 x 5 x 5"):
+        assert kernels in texts, kernels
+    for masks in (
+        "400 x 48 x 64",
+        "196 x 48 x 64",
+        "100 x 24 x 32",
+        "49 x 12 x 16",
+        "25 x 12 x 16",
+    ):
+        assert masks in texts, masks
+    joined = "\n".join(texts)
+    assert "mask features F\n64 x 24 x 32  (/8)" in texts
+    assert "kernel branch" in joined and "3x3 conv -> E = 64" in joined
+    assert "levels 0-3" in joined and "n = 0, 0, 1, 2" in joined  # octaves above stride 8
+    assert "1x1 conv -> S\u00b2" not in joined  # SOLO's S^2-channel mask output
+    assert "decoupled mask branch" not in joined and "1x1 conv -> S (one" not in joined
+
+
+def test_solo_diagram_has_no_kernel_branch() -> None:
+    for cfg in (SOLOConfig.cpu(), SOLOConfig.cpu().replace(mask_head="vanilla")):
+        texts = _diagram_texts(cfg)
+        joined = "\n".join(texts)
+        assert "kernel" not in joined and "mask feature" not in joined
+        assert "\u229b" not in joined  # no dynamic convolution
+        assert f"{cfg.kernel_channels} x 16 x 16" not in texts
+        assert "256 x 64 x 88" in texts  # SOLO's S^2 x h x w masks of level 0
+    assert "1x1 conv -> S\u00b2" in joined  # the vanilla mask branch, absent from SOLOv2's
+
+
+@pytest.mark.parametrize("preset", ["solov2_cpu", "solov2_paper"])
+def test_solov2_diagram_texts_do_not_overlap(preset) -> None:
+    figure = draw_architecture(getattr(SOLOConfig, preset)())
+    try:
+        figure.canvas.draw()
+        renderer = figure.canvas.get_renderer()
+        boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in figure.axes[0].texts]
+        width = figure.bbox.width
+    finally:
+        plt.close(figure)
+    for i, (text, box) in enumerate(boxes):
+        assert 0 <= box.x0 and box.x1 <= width, f"{text!r} leaves the figure"
+        for other, other_box in boxes[i + 1 :]:
+            assert not box.overlaps(other_box), f"{text!r} overlaps {other!r}"
