@@ -302,6 +302,23 @@ def _format_proposal(proposal: Proposal) -> list[str]:
     return lines
 
 
+def box_sizes(boxes: Tensor) -> Tensor:
+    """The size SOLO assigns levels by: sqrt(w * h) of each xyxy box (n, 4), float64 (n,)."""
+    b = boxes.double()
+    return torch.sqrt((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))
+
+
+def object_sizes(dataset: Sequence[tuple[object, dict]]) -> Tensor:
+    """The size of every object of `dataset`, as `analyse_dataset` measures it: (N,) float64.
+
+    sqrt(w * h) of each target box (input pixels for items in the network's input frame),
+    objects of all images concatenated in data set order; for a histogram of sizes against
+    the levels' scale ranges. Reads only the boxes: no cell rules are run.
+    """
+    sizes = [box_sizes(dataset[i][1]["boxes"]) for i in range(len(dataset))]
+    return torch.cat(sizes) if sizes else torch.zeros(0, dtype=torch.float64)
+
+
 def _image_stats(target: dict, cfg: SOLOConfig) -> _ObjectStats:
     """Measure the objects of one image (n objects) with the target rules of `cfg`.
 
@@ -312,8 +329,7 @@ def _image_stats(target: dict, cfg: SOLOConfig) -> _ObjectStats:
     """
     boxes, labels = target["boxes"], target["labels"]
     n, num_levels = labels.shape[0], len(cfg.num_grids)
-    b = boxes.double()
-    size = torch.sqrt((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))  # (n,), as targets.py
+    size = box_sizes(boxes)  # (n,), as targets.py
     ranges = torch.tensor(cfg.scale_ranges, dtype=torch.float64)  # (L, 2)
     in_range = (size[:, None] >= ranges[:, 0]) & (size[:, None] <= ranges[:, 1])  # (n, L)
     if n == 0:

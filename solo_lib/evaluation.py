@@ -40,6 +40,11 @@ from solo_lib.postprocess import mask_iou
 
 #: Recall points of COCO's interpolated precision-recall curve.
 NUM_RECALL_POINTS = 101
+#: COCOeval's own thresholds, in float64 as pycocotools makes them. torchmetrics' defaults
+#: come from a float32 `torch.linspace`: 0.55 becomes 0.55000001, and a mask with an IoU of
+#: exactly 0.55 (11 of 20 pixels: common for small objects) stopped matching there.
+COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1).tolist()
+COCO_RECALL_THRESHOLDS = np.linspace(0.0, 1.0, int(np.round((1.0 - 0.0) / 0.01)) + 1).tolist()
 
 
 def _undefined_to_nan(value: float) -> float:
@@ -179,7 +184,11 @@ class MaskEvaluator:
         Its own DDP synchronisation is off: the records are already everybody's.
         """
         metric = MeanAveragePrecision(
-            iou_type=("bbox", "segm"), extended_summary=True, sync_on_compute=False
+            iou_type=("bbox", "segm"),
+            extended_summary=True,
+            sync_on_compute=False,
+            iou_thresholds=COCO_IOU_THRESHOLDS,
+            rec_thresholds=COCO_RECALL_THRESHOLDS,
         )
         metric.warn_on_many_detections = False
         for image_id in sorted(records):

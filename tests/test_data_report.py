@@ -11,7 +11,7 @@ import torch
 from solo_lib.cli import main
 from solo_lib.config import SOLOConfig
 from solo_lib.data import write_coco_dataset
-from solo_lib.data_report import analyse_dataset, format_report
+from solo_lib.data_report import analyse_dataset, format_report, object_sizes
 from solo_lib.paths import REPO_ROOT
 from solo_lib.targets import objects_without_cells
 
@@ -119,6 +119,20 @@ def test_mask_pixels_of_a_known_square():
     assert report.levels[0].p5_mask_pixels == 12 and report.small_mask_pixels == 12
     assert report.sizes["min"] == report.sizes["max"] == 12
     assert report.without_cells == 0
+
+
+def test_object_sizes_are_the_sizes_the_report_measures():
+    """Hand-derived: an 8 px square is 8, a 4 x 9 box sqrt(36) = 6, a 12 px square 12; in
+    data set order, and the report's min and max are the same numbers."""
+    rect = _target((1, 0, 0, 4))
+    rect["boxes"] = torch.tensor([[10.0, 20.0, 14.0, 29.0]])  # w 4, h 9
+    dataset = [(None, _target(PAIR[0], (2, 40, 40, 12))), (None, rect), (None, _target())]
+    sizes = object_sizes(dataset)
+    assert sizes.dtype == torch.float64
+    assert sizes.tolist() == [8.0, 12.0, 6.0]
+    report = analyse_dataset(dataset[:2], _config(2), proposal_images=0)
+    assert (report.sizes["min"], report.sizes["max"]) == (6.0, 12.0)
+    assert object_sizes([]).shape == (0,)
 
 
 def test_a_mask_that_vanishes_and_a_size_outside_every_range():

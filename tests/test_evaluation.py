@@ -240,6 +240,19 @@ def test_mask_ap_equals_pycocotools_on_the_original_annotation_file(tmp_path, ti
     assert (ours["AP"], ours["AP50"], ours["AP75"]) == pytest.approx((ap, ap50, ap75), abs=1e-4)
 
 
+def test_an_iou_of_exactly_055_matches_at_055_as_in_cocoeval():
+    """Hand-derived: a 20-pixel object and a prediction covering 11 of its pixels (IoU
+    11/20 = 0.55 exactly) is a match at IoU 0.50 and 0.55 and at none of the 8 higher
+    thresholds, so AP = 2/10 (COCOeval's >= at its float64 thresholds). With torchmetrics'
+    float32 thresholds 0.55 became 0.55000001 and the AP 1/10."""
+    evaluator = MaskEvaluator(CLASSES)
+    inside = rect(0, 4, 0, 2) | rect(0, 3, 2, 3)  # 8 + 3 = 11 of the object's 20 pixels
+    evaluator.update([pred((inside, 1, 0.9))], [gt((rect(0, 4, 0, 5), 1))])
+    result = evaluator.compute()
+    assert result["AP50"] == pytest.approx(1.0)
+    assert result["AP"] == pytest.approx(0.2)
+
+
 def test_match_predictions_one_to_one_by_score():
     inner = rect(1, 9, 1, 9)  # IoU 0.64 with A
     prediction = pred((inner, 1, 0.6), (A, 1, 0.9), (B, 1, 0.5), (C, 2, 0.4))
