@@ -35,7 +35,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
+from pytorch_lightning import LightningModule, Trainer
+from pytorch_lightning.cli import (
+    ArgsType,
+    LightningArgumentParser,
+    LightningCLI,
+    SaveConfigCallback,
+)
 from torch.utils.data import Subset
 
 from solo_lib.config import MODEL_FIELDS, SOLOConfig
@@ -44,6 +50,20 @@ from solo_lib.data_report import analyse_dataset, format_report
 from solo_lib.hardware import fastest_precision
 from solo_lib.module import LitSOLO
 from solo_lib.prediction import PredictionWriter, ResultsWriter, write_predictions
+
+
+class RunConfigCallback(SaveConfigCallback):
+    """Lightning's `SaveConfigCallback`, writing ``config.yaml`` into the run's log folder only.
+
+    Without a logger (``--trainer.logger false``, as notebooks validate and predict) the
+    trainer's log folder is the current directory, and Lightning's callback would write,
+    and overwrite, a ``config.yaml`` there. The config belongs beside a run's logs.
+    """
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if trainer.logger is None:
+            return
+        super().setup(trainer, pl_module, stage)
 
 
 class SOLOCLI(LightningCLI):
@@ -359,6 +379,7 @@ def main(args: list[str] | None = None) -> None:
         LitSOLO,
         SOLODataModule,
         args=args,
+        save_config_callback=RunConfigCallback,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"epilog": EXTRA_HELP},
     )

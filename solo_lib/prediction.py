@@ -102,9 +102,12 @@ class ResultsWriter:
         self.partial_file = self.output_dir / "results.rank0.partial.jsonl"
 
     def start(self, rank: int = 0) -> None:
-        """Forget earlier results, create the overlay folder and this rank's partial file."""
+        """Forget earlier results, create the overlay folder (if drawing overlays) and this
+        rank's partial file."""
         self.results_by_image = {}
-        (self.output_dir / "overlays").mkdir(parents=True, exist_ok=True)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if self.overlays:
+            (self.output_dir / "overlays").mkdir(exist_ok=True)
         self.partial_file = self.output_dir / f"results.rank{rank}.partial.jsonl"
         self.partial_file.unlink(missing_ok=True)
 
@@ -151,10 +154,10 @@ class ResultsWriter:
         with atomic_file(self.output_dir / "results.json") as tmp:
             tmp.write_text(json.dumps(results))
         unreadable = f"; skipped {skipped} unreadable files (see the warnings)" if skipped else ""
+        overlays = f" and overlays to {self.output_dir / 'overlays'}" if self.overlays else ""
         print(
             f"wrote {len(results)} instances of {len(by_image)} images to "
-            f"{self.output_dir / 'results.json'} "
-            f"and overlays to {self.output_dir / 'overlays'}{unreadable}",
+            f"{self.output_dir / 'results.json'}{overlays}{unreadable}",
             flush=True,
         )
 

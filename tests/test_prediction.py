@@ -112,6 +112,8 @@ def test_unreadable_files_are_skipped_and_counted(tmp_path, tiny_config, capsys)
     summary = capsys.readouterr().out.split("wrote")[-1]
     assert "of 3 images" in summary and "skipped 2 unreadable files" in summary
     assert not list((tmp_path / "out").glob("*.partial.jsonl"))
+    # overlays=False: no overlay folder, and the summary does not claim one
+    assert not (tmp_path / "out" / "overlays").exists() and "overlays" not in summary
 
 
 class _DiesOnSecondBatch(LitSOLO):
