@@ -10,9 +10,11 @@ which flatters short rounds: keep ``--batches`` well above that.
 Memory: one training step (forward, targets, loss, backward, gradient clipping, SGD
 step) per preset, each in a fresh Python process, so that nothing else the process did
 is counted and the allocator starts clean. On a CPU the peak is the process's maximum
-resident set size (``resource.getrusage(...).ru_maxrss``; tracemalloc does not see
-torch's allocations); reported are the peak and its increase over the resident size
-just before the step, when the model, optimiser and batch already exist. On CUDA:
+resident set size during the steps (VmHWM, reset just before them through
+/proc/self/clear_refs, so that loading the data set does not set it; elsewhere
+``ru_maxrss`` since the start; tracemalloc does not see torch's allocations); reported
+are the peak and its increase over the resident size just before the step, when the
+model, optimiser and batch already exist. On CUDA:
 ``torch.cuda.max_memory_allocated`` and its increase over ``memory_allocated`` before
 the step. Two steps run, so the peak includes SGD's momentum buffers.
 """
@@ -75,8 +77,29 @@ def resident_bytes() -> int:
         return peak_resident_bytes()
 
 
+def reset_peak_resident() -> bool:
+    """Start the peak resident set size afresh from the current size; False where impossible.
+
+    Linux (4.0+) resets VmHWM when "5" is written to /proc/self/clear_refs. Without it,
+    the peak of a training step would include whatever came before it in the process:
+    loading and transforming the data set can take more memory than the step itself.
+    """
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_resident_bytes() -> int:
-    """The process's peak resident set size in bytes (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    """The process's peak resident set size in bytes since the last `reset_peak_resident`
+    (VmHWM from /proc); elsewhere since the start (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 
@@ -95,6 +118,7 @@ def step_memory(spec: dict) -> dict:
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
     else:
+        reset_peak_resident()  # the data set's loading above is not the step's peak
         before = resident_bytes()
     for _ in range(spec["steps"]):
         solo_train_step(model, optimizer, batch, cfg, spec["amp"])

@@ -95,3 +95,22 @@ def test_gpu_script_is_valid_bash() -> None:
     script = BENCH_DIR / "bench_train_gpu.sh"
     done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_peak_memory_of_a_step_excludes_what_the_process_did_before(monkeypatch):
+    """bench_data's peak starts afresh before the measured steps: 400 MiB touched and freed
+    before the reset (as loading a data set does) must not count, 100 MiB after it must."""
+    monkeypatch.syspath_prepend(str(BENCH_DIR))
+    import bench_data
+
+    def touch(mib: int) -> None:
+        block = bytearray(mib * 2**20)
+        block[::4096] = b"x" * len(block[::4096])  # every page resident
+
+    touch(400)
+    if not bench_data.reset_peak_resident():
+        pytest.skip("no /proc/self/clear_refs: the peak cannot be reset on this system")
+    before = bench_data.resident_bytes()
+    touch(100)
+    increase = (bench_data.peak_resident_bytes() - before) / 2**20
+    assert 90 < increase < 300, f"peak increase {increase:.0f} MiB"
