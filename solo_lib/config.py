@@ -239,8 +239,11 @@ class SOLOConfig:
         The category and kernel branches are 4 x [3x3 conv 512, GN, ReLU], the kernels
         and unified mask features E = 256 channels wide, the mask feature branch 128
         (the official SOLOv2 R50 config; SOLOv2-Light: ``head_channels=256,
-        kernel_channels=128``). Grids, strides, scale ranges and losses are SOLO's, as
-        in the paper.
+        kernel_channels=128``). Grids, scale ranges and losses are SOLO's, as in the
+        paper; so are the strides, which differs from it: the unified mask features are
+        at stride 8 and each level's masks at SOLO's mask size, where the paper has one
+        map at 1/4 for every level (``strides=(4, 8, 16, 32, 32)`` brings the features to
+        1/4; on the CPU budget it measured worse, benchmarks/RESULTS.md).
         """
         return cls.paper().replace(
             name="solov2_paper",
