@@ -338,6 +338,14 @@ def match_predictions(pred: dict, gt: dict, iou: float = 0.5) -> ImageMatch:
     return ImageMatch(matched_gt=matched_gt, iou=matched_iou, num_ground_truth=m)
 
 
+def above_score(prediction: dict, threshold: float) -> dict:
+    """The instances of one image's `prediction` with score >= `threshold`: every field
+    (masks, labels, scores) filtered alike. For pictures, which show the confident
+    predictions; the AP uses them all."""
+    keep = prediction["scores"] >= threshold
+    return {key: value[keep] for key, value in prediction.items()}
+
+
 def image_f1(prediction: dict, ground_truth: dict, iou: float = 0.5) -> float:
     """How well one image is solved: 2 x matches / (predictions + objects), in [0, 1].
 

@@ -7,6 +7,7 @@ import torch
 
 from solo_lib.evaluation import (
     MaskEvaluator,
+    above_score,
     image_f1,
     match_predictions,
     recall_by_size,
@@ -350,3 +351,21 @@ def test_two_processes_give_the_ap_of_one_and_count_a_repeated_image_once():
     for _, ap, ap50, num_images in results:
         assert num_images == 5
         assert (ap, ap50) == pytest.approx((expected["AP"], expected["AP50"]), abs=1e-6)
+
+
+def test_above_score_keeps_the_same_instances_in_every_field():
+    """Scores 0.9, 0.3, 0.1, 0.3 at threshold 0.3: instances 0, 1 and 3 (0.3 itself kept),
+    their masks and labels with them, in order."""
+    masks = torch.zeros(4, 2, 2, dtype=torch.bool)
+    for i in range(4):
+        masks[i].view(-1)[i] = True  # instance i marks pixel i
+    prediction = {
+        "masks": masks,
+        "labels": torch.tensor([1, 2, 3, 1]),
+        "scores": torch.tensor([0.9, 0.3, 0.1, 0.3]),
+    }
+    kept = above_score(prediction, 0.3)
+    assert kept["labels"].tolist() == [1, 2, 1]
+    assert kept["scores"].tolist() == pytest.approx([0.9, 0.3, 0.3])
+    assert [int(m.view(-1).nonzero()) for m in kept["masks"]] == [0, 1, 3]
+    assert above_score(prediction, 0.95)["masks"].shape == (0, 2, 2)

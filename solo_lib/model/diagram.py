@@ -165,10 +165,7 @@ def _draw_solo_head(canvas: _Canvas, cfg: SOLOConfig) -> None:
     # branch) and its masks (lower half, fed by the mask branch); one arrow per pair half.
     for level, (y, s) in enumerate(zip(rows, cfg.num_grids, strict=True)):
         mh, mw = cfg.mask_size(level)
-        box(14.4, y + 0.45, 2.7, 0.45, f"{cfg.num_classes} x {s} x {s}  (S = {s})", "cate", 8, 0)
-        box(14.4, y, 2.7, 0.45, f"{s * s} x {mh} x {mw}", "mask", 8, 0)
-        arrow(13.3, 7.3, 14.4, y + 0.675, colour=_ARROWS["cate"])
-        arrow(13.3, 2.9, 14.4, y + 0.225, colour=_ARROWS["mask"])
+        _level_outputs(canvas, cfg, y, s, (f"{s * s} x {mh} x {mw}", "mask"), (7.3, 2.9))
     canvas.ax.text(
         0.1,
         -0.25,
@@ -177,6 +174,24 @@ def _draw_solo_head(canvas: _Canvas, cfg: SOLOConfig) -> None:
         "cell k = row * S + col owns mask channel k",
         fontsize=9,
     )
+
+
+def _level_outputs(
+    canvas: _Canvas,
+    cfg: SOLOConfig,
+    y: float,
+    s: int,
+    lower: tuple[str, str],
+    sources: tuple[float, float],
+) -> None:
+    """One level's output pair at height `y`: its category grid (upper half) and `lower`
+    (text, colour: SOLO's masks or SOLOv2's kernels), each with an arrow from its branch
+    (the branches' right edges at heights `sources`)."""
+    text, colour = lower
+    canvas.box(14.4, y + 0.45, 2.7, 0.45, f"{cfg.num_classes} x {s} x {s}  (S = {s})", "cate", 8, 0)
+    canvas.box(14.4, y, 2.7, 0.45, text, colour, 8, 0)
+    canvas.arrow(13.3, sources[0], 14.4, y + 0.675, colour=_ARROWS["cate"])
+    canvas.arrow(13.3, sources[1], 14.4, y + 0.225, colour=_ARROWS[colour])
 
 
 def _draw_solov2_head(canvas: _Canvas, cfg: SOLOConfig) -> None:
@@ -226,10 +241,7 @@ def _draw_solov2_head(canvas: _Canvas, cfg: SOLOConfig) -> None:
     node_x = 17.65
     for level, (y, s) in enumerate(zip(rows, cfg.num_grids, strict=True)):
         mh, mw = cfg.mask_size(level)
-        box(14.4, y + 0.45, 2.7, 0.45, f"{cfg.num_classes} x {s} x {s}  (S = {s})", "cate", 8, 0)
-        box(14.4, y, 2.7, 0.45, f"{E} x {s} x {s}", "kernel", 8, 0)
-        arrow(13.3, 8.1, 14.4, y + 0.675, colour=_ARROWS["cate"])
-        arrow(13.3, 4.9, 14.4, y + 0.225, colour=_ARROWS["kernel"])
+        _level_outputs(canvas, cfg, y, s, (f"{E} x {s} x {s}", "kernel"), (8.1, 4.9))
         arrow(17.15, y + 0.225, node_x - 0.12, y + 0.42, colour=_ARROWS["kernel"])
         canvas.ax.text(
             node_x,
