@@ -1,10 +1,15 @@
-"""Checkpoints that are never half-written: save to a temporary file, fsync, then rename."""
+"""Checkpoints that are never half-written (save to a temporary file, fsync, then rename),
+and a checkpoint to resume from when a run is stopped by SIGTERM."""
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
+from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from solo_lib.atomic import atomic_file
@@ -28,3 +33,71 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return
         with atomic_file(str(path).removeprefix("file://")) as tmp:
             super().save_checkpoint(checkpoint, tmp, storage_options)
+
+
+#: The exit status of a run stopped by SIGTERM, as a shell reports a process it ended.
+SIGTERM_EXIT_CODE = 128 + signal.SIGTERM
+
+
+class StoppedBySigterm(SystemExit):
+    """A fit stopped by SIGTERM after saving a checkpoint; exits with `SIGTERM_EXIT_CODE`."""
+
+
+class StopOnSigterm(pl.Callback):
+    """On SIGTERM, every process stops after the same training step, with a checkpoint.
+
+    Lightning's own SIGTERM handling broadcasts from inside the signal handler, which
+    can meet a collective of the training step on another rank: two DDP processes
+    that received SIGTERM were seen waiting on each other for minutes. Here the
+    handler only notes the signal. After each training step the processes agree
+    whether any of them received it (one boolean all-reduce; nothing under one
+    process), then all save ``last.ckpt`` in the checkpoint folder together and stop
+    with `StoppedBySigterm`, before validation. ``--ckpt_path`` on that file resumes
+    the run where it stopped, mid-epoch included.
+    """
+
+    def __init__(self) -> None:
+        self.received = False
+        self.checkpoint_path: Path | None = None
+        self._previous: Any = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.received = False
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._note)
+
+    def _note(self, signum: int, frame: object) -> None:
+        self.received = True
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        if not trainer.strategy.reduce_boolean_decision(self.received, all=False):
+            return
+        callback = trainer.checkpoint_callback
+        folder = Path(
+            callback.dirpath if callback and callback.dirpath else trainer.default_root_dir
+        )
+        self.checkpoint_path = folder / "last.ckpt"
+        trainer.save_checkpoint(self.checkpoint_path)  # every rank calls it; rank 0 writes
+        if trainer.is_global_zero:
+            print(
+                f"SIGTERM: stopped at epoch {trainer.current_epoch}, step {trainer.global_step}; "
+                f"saved {self.checkpoint_path}. Resume with the same command and "
+                f"--ckpt_path {self.checkpoint_path}",
+                flush=True,
+            )
+        raise StoppedBySigterm(SIGTERM_EXIT_CODE)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None

@@ -146,11 +146,12 @@ class SOLOConfig:
     """The batch size that `base_lr` belongs to: lr = base_lr * total batch / base_batch_size."""
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    max_epochs: int = 36
-    """Epochs to train; with `time_budget_min`, the most epochs the budget may give."""
+    max_epochs: int | None = 36
+    """Epochs to train; with `time_budget_min`, the most epochs the budget may give (None:
+    as many as fit, the budget alone decides)."""
     time_budget_min: float | None = None
-    """Wall-clock minutes for training: epoch 0 is timed and the number of epochs set to
-    what fits (`solo_lib.schedule.TimeBudget`). None trains exactly `max_epochs`."""
+    """Wall-clock minutes for training: the epochs are timed and their number set to what
+    fits (`solo_lib.schedule.TimeBudget`). None trains exactly `max_epochs`."""
     lr_schedule: str = "step"
     """"step" (x `lr_gamma` at each of `lr_milestones`) or "cosine" (down to 0 at the end)."""
     lr_milestones: tuple[int, ...] = (27, 33)
@@ -198,7 +199,7 @@ class SOLOConfig:
         0.402 against 0.373 and 0.361 against 0.338; 0.35 and 0.45 were between).
 
         The schedule fits a time budget: `time_budget_min` sets the number of epochs
-        (at most `max_epochs`) from the duration of the epochs so far, and the cosine
+        from the duration of the epochs so far (no cap: `max_epochs` None), and the cosine
         decay ends at the last step whatever the machine's speed. AdamW instead of the
         paper's SGD: from scratch and for a run of minutes it learns markedly faster
         (measured on the built-in set after 2 epochs: validation dice 0.62 against
@@ -223,7 +224,7 @@ class SOLOConfig:
             optimizer="adamw",
             base_lr=0.008,
             weight_decay=0.05,
-            max_epochs=40,
+            max_epochs=None,
             time_budget_min=18.5,
             lr_schedule="cosine",
             lr_milestones=(),
@@ -429,8 +430,10 @@ class SOLOConfig:
             ("copy_paste_prob", 0 <= self.copy_paste_prob <= 1, unit),
             (
                 "scale_jitter",
-                len(self.scale_jitter) == 2 and 0 < self.scale_jitter[0] <= self.scale_jitter[1],
-                "(low, high) with 0 < low <= high",
+                len(self.scale_jitter) == 2
+                and 0 < self.scale_jitter[0] <= self.scale_jitter[1] <= 1,
+                "(low, high) with 0 < low <= high <= 1 (images are shrunk, never enlarged, "
+                "to fit the input)",
             ),
             ("val_fraction", 0 < self.val_fraction < 1, "between 0 and 1 (exclusive)"),
             ("batch_size", self.batch_size >= 1, "at least 1"),
@@ -470,7 +473,13 @@ class SOLOConfig:
             ("base_batch_size", self.base_batch_size >= 1, "at least 1"),
             ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
             ("weight_decay", 0 <= self.weight_decay < math.inf, "0 or more"),
-            ("max_epochs", self.max_epochs >= 1, "at least 1"),
+            (
+                "max_epochs",
+                self.max_epochs >= 1
+                if self.max_epochs is not None
+                else self.time_budget_min is not None,
+                "at least 1, or null with a time_budget_min (the budget decides)",
+            ),
             (
                 "time_budget_min",
                 self.time_budget_min is None or 0 < self.time_budget_min < math.inf,

@@ -19,12 +19,19 @@ import torch
 from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor
 
+from solo_lib.checkpointing import StopOnSigterm
 from solo_lib.config import SOLOConfig
 from solo_lib.evaluation import MaskEvaluator
 from solo_lib.losses import solo_loss
 from solo_lib.model import SOLO, SOLOOutput
 from solo_lib.postprocess import postprocess
-from solo_lib.schedule import LRSchedule, TimeBudget
+from solo_lib.schedule import (
+    LRSchedule,
+    TimeBudget,
+    end_schedule_at,
+    maps_epoch,
+    optimizer_steps_per_epoch,
+)
 from solo_lib.targets import build_batch_targets
 
 Batch = tuple[Tensor, list[dict[str, Tensor]]]
@@ -71,14 +78,15 @@ def build_optimizer(model: torch.nn.Module, cfg: SOLOConfig, total_batch_size: i
 
 
 def build_schedule(
-    optimizer: torch.optim.Optimizer, cfg: SOLOConfig, steps_per_epoch: int, epochs: int
+    optimizer: torch.optim.Optimizer, cfg: SOLOConfig, steps_per_epoch: int, epochs: int | None
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """The per-step `LRSchedule` of ``cfg`` over `epochs` epochs of `steps_per_epoch` steps.
+    """The per-step `LRSchedule` of ``cfg`` over `epochs` epochs of `steps_per_epoch`
+    optimiser steps; ``epochs=None`` until a time budget has planned the run.
 
     ``cfg.lr_milestones`` are given in epochs and converted to steps here.
     """
     schedule = LRSchedule(
-        total_steps=epochs * steps_per_epoch,
+        total_steps=None if epochs is None else epochs * steps_per_epoch,
         kind=cfg.lr_schedule,
         milestones=tuple(m * steps_per_epoch for m in cfg.lr_milestones),
         gamma=cfg.lr_gamma,
@@ -94,10 +102,11 @@ class LitSOLO(pl.LightningModule):
     Logged metrics: ``train/{loss,focal,dice}`` (per step and per epoch),
     ``val/{loss,focal,dice}``, the mask mAP ``val/{AP,AP50,AP75}`` plus
     ``val/AP_<class name>``, and ``time/minutes`` since training started; ``test/...``
-    the same for `trainer.test`. In training, mask mAP is computed on epochs 0, k, 2k,
-    ... for k = ``config.map_every_n_epochs``, and on the last epoch: from the first
-    validation on, a checkpoint callback that monitors ``val/AP`` finds a value.
-    `trainer.validate` and `trainer.test` always compute it.
+    the same for `trainer.test`. In training, mask mAP is computed on the epochs
+    `solo_lib.schedule.maps_epoch` names: 0, k, 2k, ... for k =
+    ``config.map_every_n_epochs``, the last, and the first of a resumed run, so that a
+    checkpoint callback that monitors ``val/AP`` finds a value from the first
+    validation on. `trainer.validate` and `trainer.test` always compute it.
     """
 
     def __init__(self, config: SOLOConfig) -> None:
@@ -109,6 +118,10 @@ class LitSOLO(pl.LightningModule):
         self.save_hyperparameters({"config": dataclasses.asdict(self.cfg)})
         self.model = SOLO(self.cfg)
         self.evaluator = MaskEvaluator(self.cfg.class_names)
+        self.map_epoch: int | None = None
+        """The epoch of the last mask AP logged in `fit` (None before the first)."""
+        self.first_epoch = 0
+        """The epoch this process started training at: 0, or where a resumed run goes on."""
 
     def forward(self, images: Tensor) -> SOLOOutput:
         return self.model(images)
@@ -153,7 +166,24 @@ class LitSOLO(pl.LightningModule):
         return losses["loss"]
 
     def on_train_start(self) -> None:
+        """Start the clock; without a time budget, end the schedule with the trainer's epochs.
+
+        A run resumed with another ``max_epochs`` restores the schedule of the old number
+        from the checkpoint: it is stretched to the new one here, and the change printed.
+        (With a budget, `TimeBudget` owns the number of epochs and the schedule's end.)
+        """
         self._train_start = time.monotonic()
+        self.first_epoch = self.current_epoch
+        epochs = self.trainer.max_epochs
+        if self.cfg.time_budget_min is not None or epochs is None or epochs < 1:
+            return
+        steps = optimizer_steps_per_epoch(self.trainer)
+        if end_schedule_at(self.trainer, epochs * steps) and self.trainer.is_global_zero:
+            print(
+                f"resumed at epoch {self.current_epoch}: the learning-rate schedule now ends "
+                f"with epoch {epochs} (step {epochs * steps})",
+                flush=True,
+            )
 
     def on_train_epoch_end(self) -> None:
         """Log ``time/minutes``: wall time since training started, validation included."""
@@ -165,10 +195,9 @@ class LitSOLO(pl.LightningModule):
         epochs 0, k, 2k, ... (k = ``config.map_every_n_epochs``) and the last."""
         if self.trainer.state.fn != TrainerFn.FITTING:
             return True
-        last_epoch = self.trainer.max_epochs is not None and (
-            self.current_epoch == self.trainer.max_epochs - 1
-        )
-        return last_epoch or self.current_epoch % self.cfg.map_every_n_epochs == 0
+        planned = self.trainer.max_epochs
+        last = planned - 1 if planned is not None and planned > 0 else None
+        return maps_epoch(self.current_epoch, last, self.cfg.map_every_n_epochs, self.first_epoch)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluation_step(batch, batch_idx, "val")
@@ -216,6 +245,8 @@ class LitSOLO(pl.LightningModule):
         for name, ap in result["per_class_AP"].items():
             metrics[f"{stage}/AP_{name}"] = float(ap)
         self.log_dict(metrics, sync_dist=False)
+        if stage == "val" and self.trainer.state.fn == TrainerFn.FITTING:
+            self.map_epoch = self.current_epoch
 
     def predict_step(self, batch: Batch, batch_idx: int) -> tuple[Tensor, list[dict], list[dict]]:
         """(images, targets, predictions): one dict per image with ``masks``, ``labels``, ``scores``."""
@@ -232,22 +263,25 @@ class LitSOLO(pl.LightningModule):
         optimizer = build_optimizer(self.model, self.cfg, self.cfg.batch_size * world * accumulate)
         epochs, steps_per_epoch = self.cfg.max_epochs, 1
         if self._trainer is not None:
-            epochs = max(self.trainer.max_epochs or 1, 1)
-            steps_per_epoch = max(int(self.trainer.estimated_stepping_batches) // epochs, 1)
+            planned = self.trainer.max_epochs
+            epochs = planned if planned is not None and planned > 0 else None
+            steps_per_epoch = optimizer_steps_per_epoch(self.trainer)
         schedule = build_schedule(optimizer, self.cfg, steps_per_epoch, epochs)
         return [optimizer], [{"scheduler": schedule, "interval": "step", "name": "lr"}]
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        """A `TimeBudget` when ``config.time_budget_min`` is set: epochs fitted to the budget."""
-        if self.cfg.time_budget_min is None:
-            return []
-        return [
-            TimeBudget(
-                self.cfg.time_budget_min,
-                max_epochs=self.cfg.max_epochs,
-                cycle=self.cfg.map_every_n_epochs,  # epochs with and without mask AP
+        """`StopOnSigterm` (a checkpoint to resume from), and a `TimeBudget` when
+        ``config.time_budget_min`` is set: epochs fitted to the budget."""
+        callbacks: list[pl.Callback] = [StopOnSigterm()]
+        if self.cfg.time_budget_min is not None:
+            callbacks.append(
+                TimeBudget(
+                    self.cfg.time_budget_min,
+                    max_epochs=self.cfg.max_epochs,
+                    map_every=self.cfg.map_every_n_epochs,
+                )
             )
-        ]
+        return callbacks
 
     def configure_gradient_clipping(
         self,

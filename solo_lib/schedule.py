@@ -1,21 +1,26 @@
-"""The learning-rate schedule and the time budget that sizes it.
+"""The learning-rate schedule and the time budget that plans the run.
 
 `LRSchedule` is the one schedule every run uses: a linear warm-up, then either
 step decay (the paper's: x `gamma` at each milestone) or a cosine decay to 0 at the
 last step. It is a per-step multiplier for `torch.optim.lr_scheduler.LambdaLR`, and
 a plain object rather than a function, so that its fields are saved in
-checkpoints and a resumed run continues the same curve.
+checkpoints and a resumed run continues the same curve. Steps are optimiser steps:
+with gradient accumulation an epoch of B batches has ceil(B / accumulate) of them.
 
 `TimeBudget` makes a run fit a wall-clock budget instead of being cut short by it.
-It times the first epoch (training and validation), then sets the number of epochs
-that fit in the rest of the budget and stretches the schedule to it: the warm-up,
-the decay and the end are then where the schedule puts them, on a fast or a slow
-machine. The number of epochs it picked is printed, so that the run can be repeated
-exactly with ``max_epochs`` and no budget.
+It times the training and the validation of every epoch, then plans the number of
+epochs that fit in what is left of the budget and stretches the schedule to end
+with them: the warm-up, the decay and the end are then where the schedule puts
+them, on a fast or a slow machine. The plan is one decision for the whole run: it
+is saved in checkpoints with the training time spent, so that a resumed run goes
+on with the time that is left, and under several processes rank 0 makes it and
+every rank applies it. `maps_epoch` says which epochs compute mask AP, for the
+module that computes it and for the plan that pays for it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -32,9 +37,12 @@ class LRSchedule:
     - warm-up: linear from `warmup_ratio` at step 0 to 1 at step `warmup_iters`;
     - "step": `gamma` ** (number of milestones reached), milestones in steps;
     - "cosine": (1 + cos(pi * step / total_steps)) / 2, from 1 down to 0 at `total_steps`.
+
+    ``total_steps=None`` is a run whose length is not known yet (a time budget before
+    it has planned): the cosine holds at 1 until `stretch` gives it an end.
     """
 
-    total_steps: int
+    total_steps: int | None
     kind: str = "step"
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
@@ -45,122 +53,409 @@ class LRSchedule:
         if self.kind not in SCHEDULES:
             raise ValueError(f"lr schedule must be one of {SCHEDULES}, got {self.kind!r}")
         self.milestones = tuple(int(m) for m in self.milestones)
+        if self.total_steps is None and self.milestones:
+            raise ValueError("a step schedule with milestones needs total_steps (max_epochs)")
 
     def __call__(self, step: int) -> float:
         warmup = 1.0
         if step < self.warmup_iters:
             warmup = self.warmup_ratio + (1 - self.warmup_ratio) * step / self.warmup_iters
         if self.kind == "cosine":
+            if self.total_steps is None:
+                return warmup
             progress = min(step / max(self.total_steps, 1), 1.0)
             return warmup * 0.5 * (1 + math.cos(math.pi * progress))
         return warmup * self.gamma ** sum(step >= m for m in self.milestones)
 
     def stretch(self, total_steps: int) -> None:
         """Rescale the schedule to `total_steps`: the milestones keep their fractions."""
-        factor = total_steps / max(self.total_steps, 1)
-        self.milestones = tuple(round(m * factor) for m in self.milestones)
+        if self.total_steps is not None:
+            factor = total_steps / max(self.total_steps, 1)
+            self.milestones = tuple(round(m * factor) for m in self.milestones)
         self.total_steps = int(total_steps)
 
 
-class TimeBudget(pl.Callback):
-    """Train as many whole epochs as fit in `minutes` of wall time, counted from now.
+def optimizer_steps_per_epoch(trainer: pl.Trainer) -> int:
+    """Optimiser steps in one training epoch: ceil(batches / accumulate_grad_batches).
 
-    After epoch 0 (its training and its validation) the number of epochs becomes
-    ``1 + floor(time left / duration of epoch 0)``, at most `max_epochs`, and the
-    module's `LRSchedule` is stretched to that many steps. Every later epoch end checks
-    the plan again at the pace of the last `cycle` epochs, their mean duration: with
-    mask AP on every `cycle`-th epoch only, epochs alternate between slow and fast, and
-    the pace of one epoch alone would make the plan swing (15 and 21 epochs, measured),
-    each swing bending the schedule. Epoch 0 leaves the window once `cycle` epochs
-    follow it: it is slow (data generation, first-call overheads), so the run usually
-    gains an epoch or two once the pace is known; should the machine slow down (other
-    work starts), the run is shortened instead. Each change stretches the schedule
-    again, so that it always ends at the last step, and is printed. The choice is saved
-    in checkpoints: a resumed run keeps it.
+    Lightning steps the optimiser after every `accumulate_grad_batches` batches and
+    after the last batch of the epoch; the scheduler steps with it.
+    """
+    trainer.fit_loop.setup_data()  # num_training_batches, with limit_train_batches applied
+    batches = trainer.num_training_batches
+    if not math.isfinite(batches):
+        raise ValueError("a time budget needs a training loader with a length")
+    return max(math.ceil(batches / trainer.accumulate_grad_batches), 1)
+
+
+def end_schedule_at(trainer: pl.Trainer, total_steps: int) -> bool:
+    """Stretch every `LRSchedule` of `trainer` to end at optimiser step `total_steps`.
+
+    The rate of the next step was set on the old curve: it is set again on the new one.
+    Returns whether any schedule changed.
+    """
+    changed = False
+    for config in trainer.lr_scheduler_configs:
+        scheduler = config.scheduler
+        lambdas = getattr(scheduler, "lr_lambdas", [])
+        if not lambdas or not all(isinstance(f, LRSchedule) for f in lambdas):
+            continue
+        if all(schedule.total_steps == total_steps for schedule in lambdas):
+            continue
+        changed = True
+        for schedule in lambdas:
+            schedule.stretch(total_steps)
+        for group, base, schedule in zip(
+            scheduler.optimizer.param_groups, scheduler.base_lrs, lambdas, strict=True
+        ):
+            group["lr"] = base * schedule(scheduler.last_epoch)
+        scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
+    return changed
+
+
+def maps_epoch(epoch: int, last_epoch: int | None, every: int, first_epoch: int = 0) -> bool:
+    """Whether validation after training epoch `epoch` computes mask AP in a fit.
+
+    Epochs 0, k, 2k, ... (k = `every`), the last epoch of the plan (`last_epoch`, None
+    while there is none), so that a run always ends with the AP of its final weights,
+    and the first epoch a process trains (`first_epoch`), so that a resumed run has AP
+    from its first validation on (a checkpoint callback that monitors it finds it).
+    """
+    return epoch % every == 0 or epoch == last_epoch or epoch == first_epoch
+
+
+@dataclass
+class EpochTime:
+    """Seconds of one epoch: its training batches and its validation."""
+
+    epoch: int
+    train_s: float
+    val_s: float | None
+    """None: not validated yet (the epoch being planned before its validation)."""
+    mask_ap: bool
+    """Whether the validation computed mask AP (a few times the cost of one without)."""
+    first_of_process: bool
+    """The first epoch a process trains pays one-off costs: it is left out of the pace."""
+
+
+@dataclass
+class EpochCosts:
+    """The expected seconds of an epoch's training, and of its validation with and without AP."""
+
+    train_s: float
+    map_val_s: float
+    plain_val_s: float
+
+    @classmethod
+    def from_history(cls, history: list[EpochTime], window: int = 3) -> EpochCosts:
+        """The mean of the last `window` measurements of each kind.
+
+        The first epoch of a process counts only until another of its kind is measured.
+        A validation without AP that was never measured yet is taken to cost as much as
+        one with AP: the plan errs short, and grows once the cheaper one is timed.
+        """
+
+        def recent(values: list[tuple[float, bool]]) -> float | None:
+            steady = [v for v, first in values if not first] or [v for v, _ in values]
+            return sum(steady[-window:]) / len(steady[-window:]) if steady else None
+
+        validated = [t for t in history if t.val_s is not None]
+        train = recent([(t.train_s, t.first_of_process) for t in history])
+        maps = recent([(t.val_s, t.first_of_process) for t in validated if t.mask_ap])
+        plain = recent([(t.val_s, t.first_of_process) for t in validated if not t.mask_ap])
+        maps = plain if maps is None else maps
+        plain = maps if plain is None else plain
+        return cls(max(train or 0.0, 1e-3), maps or 0.0, plain or 0.0)
+
+    def validation_s(self, mask_ap: bool) -> float:
+        return self.map_val_s if mask_ap else self.plain_val_s
+
+
+def plan_epochs(
+    costs: EpochCosts,
+    done: int,
+    left_s: float,
+    every: int,
+    cap: int | None = None,
+    pending: bool | None = None,
+) -> tuple[int, bool]:
+    """(epochs in all, whether `cap` bounded them): `done` epochs and the most that fit.
+
+    Epochs ``done, done + 1, ...`` are planned; each costs its training and its
+    validation, with mask AP on the epochs `maps_epoch` names, the last one included.
+    `pending` is the validation of epoch ``done - 1`` when it has not run yet: None
+    when it has, else whether it computes AP anyway; if no epoch follows it, it is the
+    last and computes AP. At least `done` epochs; at most `cap`.
     """
 
-    def __init__(self, minutes: float, max_epochs: int, cycle: int = 1) -> None:
+    def pending_s(last: bool) -> float:
+        return 0.0 if pending is None else costs.validation_s(pending or last)
+
+    extra = 0
+    spent = 0.0  # the planned epochs, each with its own AP setting (the last one's aside)
+    while True:
+        epoch = done + extra
+        as_last = spent + costs.train_s + costs.map_val_s  # this epoch ends the run with AP
+        if pending_s(False) + as_last > left_s:
+            return epoch, False
+        if cap is not None and epoch >= cap:  # time for another epoch, but not the cap
+            return epoch, True
+        spent += costs.train_s + costs.validation_s(maps_epoch(epoch, None, every))
+        extra += 1
+
+
+class TimeBudget(pl.Callback):
+    """Train as many whole epochs as fit in `minutes` of training time, at most `max_epochs`.
+
+    Each epoch's training and validation are timed. The plan is made after epoch 0, and
+    again before every later validation, from the time left and the recent costs
+    (`EpochCosts`, `plan_epochs`): an epoch's training, a validation with mask AP, one
+    without. Planning before the validation lets an epoch learn that it is the last in
+    time to compute mask AP (`maps_epoch`), and the cost of that last AP is in the plan.
+    Every change stretches the schedule to the plan's last optimiser step and is printed.
+
+    Rank 0 plans; the plan is broadcast and every rank applies it in the same hook, so
+    that all processes train the same epochs and compute AP in the same ones.
+
+    Saved in checkpoints: the budget, the cap, the plan, the training time spent and the
+    epochs' times. A resumed run (`on_train_start`) goes on with the time that is left:
+    with the same budget and cap it continues the plan; with another budget it plans
+    again from the time spent; with another cap and the same budget it trains to the
+    cap, as asked (``--model.config.max_epochs N`` resumes a run to N epochs).
+    """
+
+    def __init__(self, minutes: float, max_epochs: int | None, map_every: int = 1) -> None:
         if not minutes > 0:
             raise ValueError(f"time budget must be positive minutes, got {minutes}")
-        if max_epochs < 1:
-            raise ValueError(f"time budget: max_epochs must be >= 1, got {max_epochs}")
-        if cycle < 1:
-            raise ValueError(f"time budget: cycle must be >= 1, got {cycle}")
+        if max_epochs is not None and max_epochs < 1:
+            raise ValueError(f"time budget: max_epochs must be >= 1 or None, got {max_epochs}")
+        if map_every < 1:
+            raise ValueError(f"time budget: map_every must be >= 1, got {map_every}")
         self.minutes = float(minutes)
-        self.max_epochs = int(max_epochs)
-        self.cycle = int(cycle)
-        self.start = time.monotonic()
-        self.epoch_start: float | None = None
-        self.durations: list[float] = []
-        """Seconds of each epoch of this process (training and validation)."""
+        self.max_epochs = max_epochs
+        self.map_every = int(map_every)
         self.epochs: int | None = None
-        """The number of epochs chosen (None before the end of epoch 0)."""
+        """The number of epochs planned (None before the first plan)."""
+        self.capped = False
+        """Whether `max_epochs` (or a resumed run's fixed count) ended the plan, not time."""
+        self.fixed = False
+        """A resumed run asked for a number of epochs: the budget no longer plans."""
+        self.history: list[EpochTime] = []
+        self.spent_before_s = 0.0
+        """Training seconds of earlier processes of this run (from the checkpoint)."""
+        self._saved: dict | None = None
+        self._process_start: float | None = None
+        self._epoch_start = self._val_start = 0.0
+        self._first_epoch = 0
+        self._planned_epoch: int | None = None
 
+    # --- the clock -------------------------------------------------------------
+    def spent_s(self) -> float:
+        """Training seconds spent by this run, earlier processes included."""
+        if self._process_start is None:
+            return self.spent_before_s
+        return self.spent_before_s + time.monotonic() - self._process_start
+
+    def left_s(self) -> float:
+        return self.minutes * 60 - self.spent_s()
+
+    # --- hooks ---------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.epochs is not None:  # resumed from a checkpoint: keep the earlier choice
-            trainer.fit_loop.max_epochs = self.epochs
+        self._process_start = time.monotonic()
+        self._first_epoch = trainer.current_epoch
+        if self._saved is None:  # a new run: the budget decides, after epoch 0
+            trainer.fit_loop.max_epochs = -1 if self.max_epochs is None else self.max_epochs
+            return
+        self._resume(trainer)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.epoch_start = time.monotonic()
+        self._epoch_start = self._val_start = time.monotonic()
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self._val_start = time.monotonic()
+        if self.history and not self.fixed:  # costs are known: plan before this validation
+            epoch = trainer.current_epoch
+            training = EpochTime(
+                epoch=epoch,
+                train_s=self._val_start - self._epoch_start,
+                val_s=None,
+                mask_ap=False,
+                first_of_process=epoch == self._first_epoch,
+            )
+            forced = maps_epoch(epoch, None, self.map_every, self._first_epoch)
+            self._planned_epoch = epoch
+            self._plan(trainer, done=epoch + 1, pending=forced, training=training)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.epoch_start is None:
-            return
-        now = time.monotonic()
-        self.durations.append(now - self.epoch_start)
-        left_s = self.minutes * 60 - (now - self.start)
-        done = trainer.current_epoch + 1  # epochs finished, this one included
-        # The window: the last `cycle` epochs, without epoch 0 once enough follow it.
-        window = self.durations[1:] if len(self.durations) > self.cycle else self.durations
-        window = window[-self.cycle :]
-        pace_s = sum(window) / len(window)
-        fit = max(done, min(self.max_epochs, done + math.floor(max(0.0, left_s) / pace_s)))
-        if fit == self.epochs:
-            return
-        last = trainer.current_epoch
-        took = (
-            f"epoch {last} took {pace_s:.1f} s"
-            if len(window) == 1
-            else f"epochs {last - len(window) + 1}-{last} took {pace_s:.1f} s on average"
+        now, epoch = time.monotonic(), trainer.current_epoch
+        validated = self._val_start > self._epoch_start
+        self.history.append(
+            EpochTime(
+                epoch=epoch,
+                train_s=(self._val_start if validated else now) - self._epoch_start,
+                val_s=now - self._val_start if validated else 0.0,
+                mask_ap=validated and self._maps(trainer, epoch),
+                first_of_process=epoch == self._first_epoch,
+            )
+        )
+        if self._planned_epoch != epoch and not self.fixed:  # epoch 0, or no validation
+            self._plan(trainer, done=epoch + 1, pending=None)
+
+    # --- planning ------------------------------------------------------------
+    def _maps(self, trainer: pl.Trainer, epoch: int) -> bool:
+        last = trainer.fit_loop.max_epochs - 1 if trainer.fit_loop.max_epochs != -1 else None
+        return maps_epoch(epoch, last, self.map_every, self._first_epoch)
+
+    def _plan(
+        self,
+        trainer: pl.Trainer,
+        done: int,
+        pending: bool | None,
+        training: EpochTime | None = None,
+    ) -> None:
+        """Plan on rank 0, broadcast, apply on every rank; print a change.
+
+        `training` is the epoch whose training just ended, before its validation: its
+        training time is the newest measure of the pace.
+        """
+        decision = None
+        if trainer.is_global_zero:
+            costs = EpochCosts.from_history(self.history + ([training] if training else []))
+            epochs, capped = plan_epochs(
+                costs, done, self.left_s(), self.map_every, self.max_epochs, pending
+            )
+            decision = (epochs, capped, self._reason(costs, epochs, trainer))
+        epochs, capped, reason = trainer.strategy.broadcast(decision, src=0)
+        self.capped = capped
+        if epochs != self.epochs:
+            self._apply(trainer, epochs, reason)
+
+    def _reason(self, costs: EpochCosts, epochs: int, trainer: pl.Trainer) -> str:
+        """Why the plan is what it is, in words, for the printed line."""
+        steps = optimizer_steps_per_epoch(trainer)
+        paid = (
+            f"an epoch's training takes {costs.train_s:.1f} s ({costs.train_s / steps:.2f} s "
+            f"per step), validation {costs.map_val_s:.1f} s with mask AP and "
+            f"{costs.plain_val_s:.1f} s without"
         )
         if self.epochs is None:
-            reason = took
-        elif fit < self.epochs:
-            reason = f"the machine slowed down: {took}"
-        else:
-            reason = f"epochs got faster: {took}"
-        self._set_epochs(trainer, fit)
+            return paid
+        return f"{'epochs got faster' if epochs > self.epochs else 'epochs got slower'}: {paid}"
+
+    def _apply(self, trainer: pl.Trainer, epochs: int, reason: str) -> None:
+        """Train `epochs` epochs in all, the schedule ending with them, and say so."""
+        self._set_epochs(trainer, epochs)
+        steps = optimizer_steps_per_epoch(trainer)
         if trainer.is_global_zero:
-            steps = trainer.num_training_batches
+            cap = f" (the cap, --model.config.max_epochs {self.max_epochs})" if self.capped else ""
             print(
-                f"time budget {self.minutes:g} min: {reason} ({steps} steps, "
-                f"{pace_s / steps:.2f} s per step with validation); training {self.epochs} "
-                f"epochs = {self.epochs * steps} steps. To repeat this run without the budget: "
-                f"--model.config.max_epochs {self.epochs} --model.config.time_budget_min null",
+                f"time budget {self.minutes:g} min, {self.left_s() / 60:.1f} min left: {reason}; "
+                f"training {epochs} epochs{cap} = {epochs * steps} steps. To repeat this run "
+                f"without the budget: --model.config.max_epochs {epochs} "
+                "--model.config.time_budget_min null",
                 flush=True,
             )
 
+    def _resume(self, trainer: pl.Trainer) -> None:
+        """Go on with a run restored from a checkpoint: the same plan, or a new one asked for."""
+        saved, done = self._saved, trainer.current_epoch
+        spent = f"resumed at epoch {done} after {self.spent_before_s / 60:.1f} min of training"
+        say = print if trainer.is_global_zero else (lambda *args, **kwargs: None)
+        if saved["max_epochs"] != self.max_epochs and saved["minutes"] == self.minutes:
+            if self.max_epochs is not None:  # a number of epochs asked for: train to it
+                say(
+                    f"{spent}: --model.config.max_epochs {self.max_epochs} given (was "
+                    f"{saved['max_epochs']}): training to epoch {self.max_epochs}; the time "
+                    "budget no longer sets the number of epochs",
+                    flush=True,
+                )
+                self.fixed = self.capped = True
+                self._set_epochs(trainer, self.max_epochs)
+                return
+        if saved["minutes"] != self.minutes or saved["max_epochs"] != self.max_epochs:
+            say(
+                f"{spent}: time budget {saved['minutes']:g} -> {self.minutes:g} min, max_epochs "
+                f"{saved['max_epochs']} -> {self.max_epochs}; planning again",
+                flush=True,
+            )
+            self.fixed, self.epochs = False, None
+            if self.history:
+                self._plan(trainer, done=done, pending=None)
+                return
+        if self.epochs is None:  # no plan yet: the budget plans after this epoch
+            trainer.fit_loop.max_epochs = -1 if self.max_epochs is None else self.max_epochs
+            return
+        say(f"{spent}: continuing the plan of {self.epochs} epochs", flush=True)
+        self._set_epochs(trainer, self.epochs)
+
     def _set_epochs(self, trainer: pl.Trainer, epochs: int) -> None:
-        """Train `epochs` epochs in all and stretch every `LRSchedule` to end with them."""
+        """`epochs` in all, the schedule ending with them (no message: the caller's)."""
         self.epochs = epochs
         trainer.fit_loop.max_epochs = epochs
-        total_steps = epochs * trainer.num_training_batches
-        for config in trainer.lr_scheduler_configs:
-            scheduler = config.scheduler
-            lambdas = getattr(scheduler, "lr_lambdas", [])
-            if not lambdas or not all(isinstance(f, LRSchedule) for f in lambdas):
-                continue
-            for schedule in lambdas:
-                schedule.stretch(total_steps)
-            # The rate of the next step was set on the old curve: set it on the new one.
-            for group, base, schedule in zip(
-                scheduler.optimizer.param_groups, scheduler.base_lrs, lambdas, strict=True
-            ):
-                group["lr"] = base * schedule(scheduler.last_epoch)
-            scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
+        end_schedule_at(trainer, epochs * optimizer_steps_per_epoch(trainer))
 
+    # --- checkpoints -----------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"minutes": self.minutes, "epochs": self.epochs}
+        return {
+            "minutes": self.minutes,
+            "max_epochs": self.max_epochs,
+            "epochs": self.epochs,
+            "fixed": self.fixed,
+            "spent_s": self.spent_s(),
+            "history": [dataclasses.asdict(t) for t in self.history],
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
+        self._saved = dict(state_dict)
         self.epochs = state_dict.get("epochs")
+        self.fixed = bool(state_dict.get("fixed", False))
+        self.spent_before_s = float(state_dict.get("spent_s", 0.0))
+        self.history = [EpochTime(**t) for t in state_dict.get("history", [])]
+
+
+def why_the_fit_ended(trainer: pl.Trainer, budget: TimeBudget | None, trained: int) -> list[str]:
+    """The closing lines of a fit that say what set its length, and the flag that changes it.
+
+    `trained` is the number of epochs this process trained. A limit that ended the run
+    before its plan or its budget (a cap, ``max_steps``, ``should_stop``) is named with
+    the flag that lifts it, so that a short run is never silently short.
+    """
+    planned, done = trainer.fit_loop.max_epochs, trainer.current_epoch
+    lines = []
+    if trained == 0:
+        lines.append(
+            f"nothing to train: the run had already trained the {done} epochs it was to train; "
+            "to train longer, resume with --model.config.max_epochs N (epochs in all)"
+            + (" or a larger --model.config.time_budget_min" if budget is not None else "")
+        )
+    if trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps:
+        lines.append(
+            f"--trainer.max_steps {trainer.max_steps} ended the run before its plan; "
+            "--trainer.max_steps -1 lifts it"
+        )
+    elif planned != -1 and done < planned:
+        lines.append(
+            f"the run stopped after {done} of its {planned} planned epochs (trainer.should_stop: "
+            "--trainer.max_time or an early-stopping callback)"
+        )
+    if budget is None or trained == 0:
+        return lines
+    if budget.fixed:
+        lines.append(
+            f"trained to --model.config.max_epochs {budget.max_epochs}, as asked when resuming; "
+            "the time budget did not set the number of epochs"
+        )
+    elif budget.capped:
+        lines.append(
+            f"--model.config.max_epochs {budget.max_epochs} ended the run with "
+            f"{budget.left_s() / 60:.1f} min of its {budget.minutes:g}-min time budget left; "
+            "--model.config.max_epochs null lets the budget decide"
+        )
+    else:
+        lines.append(
+            f"the time budget of {budget.minutes:g} min set the number of epochs "
+            f"({budget.spent_s() / 60:.1f} min of training)"
+        )
+    return lines

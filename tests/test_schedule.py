@@ -1,14 +1,18 @@
-"""The learning-rate schedule's values, and a time budget that sizes the run to fit."""
+"""The learning-rate schedule's values, the time budget's plan, and a fit that follows it."""
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 
-from solo_lib import schedule as schedule_module
 from solo_lib.data import SOLODataModule
 from solo_lib.module import LitSOLO
-from solo_lib.schedule import LRSchedule, TimeBudget
+from solo_lib.schedule import EpochCosts, EpochTime, LRSchedule, TimeBudget, plan_epochs
+
+sys.path.insert(0, str(Path(__file__).parent / "support"))
+from fake_clock import FakeClock  # noqa: E402
 
 
 def test_cosine_schedule_values_by_hand():
@@ -17,6 +21,15 @@ def test_cosine_schedule_values_by_hand():
     assert cosine(1) == pytest.approx(0.55 * (1 + math.cos(math.pi * 0.1)) / 2)
     assert cosine(5) == pytest.approx(0.5)  # half way: (1 + cos(pi / 2)) / 2
     assert cosine(10) == pytest.approx(0.0) and cosine(12) == pytest.approx(0.0)
+
+
+def test_an_unplanned_cosine_holds_until_stretched():
+    cosine = LRSchedule(total_steps=None, kind="cosine", warmup_iters=2, warmup_ratio=0.1)
+    assert [cosine(s) for s in (0, 1, 2, 50)] == pytest.approx([0.1, 0.55, 1, 1])
+    cosine.stretch(100)
+    assert cosine(50) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="milestones needs total_steps"):
+        LRSchedule(total_steps=None, kind="step", milestones=(3,))
 
 
 def test_step_schedule_and_stretch_keep_the_milestone_fractions():
@@ -28,157 +41,162 @@ def test_step_schedule_and_stretch_keep_the_milestone_fractions():
         LRSchedule(total_steps=1, kind="poly")
 
 
-class _Clock:
-    """A fake `time` module for solo_lib.schedule: one second per training step."""
+# --- the plan, by hand ---------------------------------------------------------------
+# Epochs of 10 s training; validation 8 s with mask AP, 0 s without; AP every 4th epoch.
+COSTS = EpochCosts(train_s=10.0, map_val_s=8.0, plain_val_s=0.0)
+
+
+def test_plan_pays_for_the_last_epochs_mask_ap():
+    """After epoch 0, 30 s left. Epoch 1 as the last: 10 + 8 = 18 s, fits; epochs 1-2 with
+    2 the last: 10 + 18 = 28 s, fits; 1-3: 20 + 18 = 38 s does not. 3 epochs in all. A
+    pace of 10 s an epoch (the AP of the last ignored) would plan 4, and overrun by 8 s."""
+    assert plan_epochs(COSTS, done=1, left_s=30, every=4) == (3, False)
+    assert plan_epochs(COSTS, done=1, left_s=27.9, every=4) == (2, False)
+    assert plan_epochs(COSTS, done=1, left_s=5, every=4) == (1, False)  # none fits: stop now
+
+
+def test_plan_stops_at_the_cap_and_says_so_only_when_time_was_left():
+    assert plan_epochs(COSTS, done=1, left_s=30, every=4, cap=2) == (2, True)
+    assert plan_epochs(COSTS, done=1, left_s=30, every=4, cap=3) == (3, False)
+    assert plan_epochs(COSTS, done=1, left_s=1e4, every=4, cap=None)[0] > 40  # no hidden cap
+
+
+def test_plan_counts_the_pending_validation():
+    """Planned before epoch 1's validation (done=2): if another epoch follows, epoch 1
+    validates without AP (0 s) and epoch 2 costs 18 s as the last; if not, epoch 1 is the
+    last and its validation computes AP. Forced AP (`pending=True`) costs 8 s more."""
+    assert plan_epochs(COSTS, done=2, left_s=18, every=4, pending=False) == (3, False)
+    assert plan_epochs(COSTS, done=2, left_s=17, every=4, pending=False) == (2, False)
+    assert plan_epochs(COSTS, done=2, left_s=18, every=4, pending=True) == (2, False)
+
+
+def test_costs_leave_out_a_process_first_epoch_and_err_short_without_a_plain_validation():
+    history = [
+        EpochTime(0, train_s=30, val_s=9, mask_ap=True, first_of_process=True),
+        EpochTime(1, train_s=10, val_s=1, mask_ap=False, first_of_process=False),
+        EpochTime(2, train_s=12, val_s=7, mask_ap=True, first_of_process=False),
+    ]
+    assert EpochCosts.from_history(history) == EpochCosts(11.0, 7.0, 1.0)
+    training = EpochTime(3, train_s=14, val_s=None, mask_ap=False, first_of_process=False)
+    assert EpochCosts.from_history([*history, training]) == EpochCosts(12.0, 7.0, 1.0)
+    only_epoch_0 = EpochCosts.from_history(history[:1])
+    assert only_epoch_0 == EpochCosts(30.0, 9.0, 9.0)  # no plain validation timed yet
+
+
+# --- a fit that follows the plan ------------------------------------------------------
+class _Record(pl.Callback):
+    """The learning rate of every step and the epochs whose validation computed mask AP."""
 
     def __init__(self) -> None:
-        self.now = 0.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-
-class _Tick(pl.Callback):
-    """Records the learning rate of every step."""
-
-    def __init__(self, clock: _Clock) -> None:
-        self.clock = clock
         self.lrs: list[float] = []
+        self.map_epochs: list[int] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
-
-class _Pace(_Tick):
-    """Advances the fake clock by `seconds(epoch)` per training step."""
-
-    def __init__(self, clock: _Clock, seconds) -> None:
-        super().__init__(clock)
-        self.seconds = seconds
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.clock.now += self.seconds(trainer.current_epoch)
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking and pl_module._map_this_epoch():
+            self.map_epochs.append(trainer.current_epoch)
 
 
-def _fit_with_pace(cfg, tiny_data_dir, tick) -> pl.Trainer:
+def _fit(cfg, tiny_data_dir, *callbacks, **trainer_args) -> pl.Trainer:
     trainer = pl.Trainer(
         accelerator="cpu",
-        max_epochs=cfg.max_epochs,
-        limit_train_batches=3,
-        limit_val_batches=0,
+        max_epochs=-1 if cfg.max_epochs is None else cfg.max_epochs,
+        limit_train_batches=trainer_args.pop("limit_train_batches", 3),
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[tick],
+        callbacks=list(callbacks),
+        **trainer_args,
     )
     trainer.fit(LitSOLO(cfg), datamodule=SOLODataModule(cfg, root=str(tiny_data_dir)))
     return trainer
 
 
-def test_time_budget_fits_whole_epochs_and_ends_the_cosine_at_the_last_step(
-    tiny_config, tiny_data_dir, monkeypatch, capsys
-):
-    clock = _Clock()
-    monkeypatch.setattr(schedule_module, "time", clock)
-    # Budget 15 s; epoch 0 = 3 steps = 3 s, so 12 s are left: 1 + 12 / 3 = 5 epochs.
-    cfg = tiny_config.replace(
-        max_epochs=30, time_budget_min=0.25, lr_schedule="cosine", warmup_iters=0
-    )
-    tick = _Pace(clock, lambda epoch: 1.0)
-    trainer = _fit_with_pace(cfg, tiny_data_dir, tick)
-
-    assert trainer.current_epoch == 5 and trainer.global_step == 15
-    assert "training 5 epochs = 15 steps" in capsys.readouterr().out
-    budget = next(c for c in trainer.callbacks if isinstance(c, TimeBudget))
-    assert budget.state_dict() == {"minutes": 0.25, "epochs": 5}
-    assert budget.max_epochs == 30  # the config's cap, not the trainer's current plan
-    lr = cfg.learning_rate(cfg.batch_size)
-    # Epoch 0 ran on the provisional 30-epoch curve, then the cosine ends at step 15.
-    assert tick.lrs[3] == pytest.approx(lr * (1 + math.cos(math.pi * 3 / 15)) / 2)
-    assert tick.lrs[14] == pytest.approx(lr * (1 + math.cos(math.pi * 14 / 15)) / 2)
-    assert tick.lrs[14] < 0.02 * lr
-
-
-def test_time_budget_gains_epochs_when_epoch_0_was_slow(
-    tiny_config, tiny_data_dir, monkeypatch, capsys
-):
-    clock = _Clock()
-    monkeypatch.setattr(schedule_module, "time", clock)
-    # Budget 30 s, 3 steps per epoch; tiny_config has mask AP every 2nd epoch, so the pace
-    # is the mean of the last 2 epochs. Epoch 0 takes 12 s: 1 + 18 / 12 = 2 epochs. Epoch 1
-    # takes 3 s, ending at 15 s: pace (12 + 3) / 2 = 7.5, 15 s left fit 2 more, 4 in all.
-    # Epoch 2 ends at 18 s; epoch 0 has left the window: pace 3, 12 s fit 4 more, 7 in all.
-    cfg = tiny_config.replace(
-        max_epochs=30, time_budget_min=0.5, lr_schedule="cosine", warmup_iters=0
-    )
-    tick = _Pace(clock, lambda epoch: 4.0 if epoch == 0 else 1.0)
-    trainer = _fit_with_pace(cfg, tiny_data_dir, tick)
-    out = capsys.readouterr().out
-    assert "epoch 0 took 12.0 s" in out and "training 2 epochs" in out
-    assert "epochs got faster: epochs 0-1 took 7.5 s on average" in out
-    assert "training 4 epochs" in out
-    assert "epochs got faster: epochs 1-2 took 3.0 s on average" in out
-    assert "training 7 epochs = 21 steps" in out
-    assert trainer.current_epoch == 7 and clock.now == 30
-    lr = cfg.learning_rate(cfg.batch_size)
-    assert tick.lrs[-1] == pytest.approx(lr * (1 + math.cos(math.pi * 20 / 21)) / 2)
-
-
-def test_time_budget_shortens_the_run_when_the_machine_slows_down(
-    tiny_config, tiny_data_dir, monkeypatch, capsys
-):
-    clock = _Clock()
-    monkeypatch.setattr(schedule_module, "time", clock)
-    # Budget 30 s, 3 steps per epoch. After epoch 0 (3 s): 1 + 27 / 3 = 10 epochs.
-    # Epoch 2 takes 12 s, ending at 18 s: the pace of epochs 1-2 is 7.5 s, 12 s left fit
-    # one more epoch, 4 in all.
-    cfg = tiny_config.replace(
-        max_epochs=30, time_budget_min=0.5, lr_schedule="cosine", warmup_iters=0
-    )
-    tick = _Pace(clock, lambda epoch: 1.0 if epoch < 2 else 4.0)
-    trainer = _fit_with_pace(cfg, tiny_data_dir, tick)
-    out = capsys.readouterr().out
-    assert "training 10 epochs = 30 steps" in out
-    assert "the machine slowed down: epochs 1-2 took 7.5 s on average" in out
-    assert "training 4 epochs" in out
-    assert trainer.current_epoch == 4 and clock.now <= 30
-    lr = cfg.learning_rate(cfg.batch_size)
-    assert tick.lrs[-1] == pytest.approx(lr * (1 + math.cos(math.pi * 11 / 12)) / 2)
-
-
-@pytest.mark.parametrize("cycle, plans", [(2, [8, 10]), (1, [8, 15, 8, 14, 9, 13])])
-def test_time_budget_plans_steadily_when_mask_ap_epochs_are_slower(
-    tiny_config, tiny_data_dir, monkeypatch, capsys, cycle, plans
-):
-    """Mask AP on every second epoch: epochs of 6 s and 3 s alternate. Budget 48 s.
-
-    Over a window of 2 epochs the pace is 4.5 s from epoch 1 on: after epoch 0 (6 s),
-    1 + 42 / 6 = 8 epochs; after epoch 1 (9 s), 2 + floor(39 / 4.5) = 10, which every
-    later epoch confirms (e.g. after epoch 2, at 15 s: 3 + floor(33 / 4.5) = 10); the
-    10 epochs end at 45 s. Planned from one epoch at a time (cycle 1) the plan swings:
-    after epoch 1, 2 + 39 / 3 = 15; after epoch 2, 3 + 33 / 6 = 8; after epoch 3, 4 + 30 / 3
-    = 14; after epoch 4, 5 + 24 / 6 = 9; after epoch 5, 6 + 21 / 3 = 13.
-    """
-    clock = _Clock()
-    monkeypatch.setattr(schedule_module, "time", clock)
-    cfg = tiny_config.replace(
-        max_epochs=30,
-        time_budget_min=0.8,
+def _budget_config(tiny_config, minutes: float, every: int = 2):
+    return tiny_config.replace(
+        max_epochs=None,
+        time_budget_min=minutes,
         lr_schedule="cosine",
+        lr_milestones=(),
         warmup_iters=0,
-        map_every_n_epochs=cycle,
+        map_every_n_epochs=every,
     )
-    tick = _Pace(clock, lambda epoch: 2.0 if epoch % 2 == 0 else 1.0)
-    trainer = _fit_with_pace(cfg, tiny_data_dir, tick)
+
+
+def test_time_budget_fits_the_epochs_and_ends_the_cosine_at_the_last_step(
+    tiny_config, tiny_data_dir, capsys
+):
+    """Budget 30 s; 3 steps of 1 s an epoch; validation 2 s with AP, 0.5 s without.
+
+    After epoch 0 (5 s), 25 s are left and a validation without AP was never timed: it
+    is taken to cost 2 s, so 5 s an epoch, 5 more epochs. Before epoch 2's validation
+    (at 11.5 s, 18.5 s left) the plain one is timed (0.5 s): epoch 2 (AP, 2 s), 3 (3.5 s),
+    4 (AP, 5 s) and 5 (the last, with AP, 5 s) need 15.5 s, a sixth epoch 19 s: still 6.
+    """
+    clock, record = FakeClock(step_s=1.0, val_s=0.5, map_val_s=2.0), _Record()
+    trainer = _fit(_budget_config(tiny_config, 0.5), tiny_data_dir, clock, record)
+    assert "training 6 epochs = 18 steps" in capsys.readouterr().out
+    assert trainer.current_epoch == 6 and trainer.global_step == 18
+    assert record.map_epochs == [0, 2, 4, 5]  # every 2nd, and the last
+    assert clock.now == 5 + 3.5 + 5 + 3.5 + 5 + 5 <= 30
+    lr = tiny_config.learning_rate(tiny_config.batch_size)
+    assert record.lrs[17] == pytest.approx(lr * (1 + math.cos(math.pi * 17 / 18)) / 2)
+    assert trainer.optimizers[0].param_groups[0]["lr"] == 0.0  # the cosine's floor
+
+
+class _SlowDownAt(pl.Callback):
+    """From epoch `epoch` on, the clock's training steps take `step_s` seconds."""
+
+    def __init__(self, clock: FakeClock, epoch: int, step_s: float) -> None:
+        self.clock, self.epoch, self.step_s = clock, epoch, step_s
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            self.clock.step_s = self.step_s
+
+
+def test_an_epoch_that_a_slowdown_makes_the_last_computes_mask_ap(
+    tiny_config, tiny_data_dir, capsys
+):
+    """Budget 30 s, AP every 4th epoch; steps of 1 s, validation 0 s (with AP 1 s).
+
+    After epoch 0 (4 s; a validation without AP, not timed yet, counts as 1 s): 26 s fit
+    6 more epochs of 4 s, 7 in all. Epoch 1's steps take 3 s: before its validation, at
+    13 s, an epoch's training takes 9 s and 17 s are left. Epoch 2 as the last needs
+    1 + 9 + 1 = 11 s, epochs 2 and 3 need 21 s: 3 epochs in all, and epoch 2, no multiple
+    of 4, computes AP because it is the last. Planned after the validation instead, epoch
+    1 would have ended the run without AP.
+    """
+    clock, record = FakeClock(step_s=1.0, val_s=0.0, map_val_s=1.0), _Record()
+    cfg = _budget_config(tiny_config, 0.5, every=4)
+    trainer = _fit(cfg, tiny_data_dir, clock, _SlowDownAt(clock, 1, 3.0), record)
     out = capsys.readouterr().out
-    planned = [
-        int(line.split("training ")[1].split()[0])
-        for line in out.splitlines()
-        if "training " in line
-    ]
-    assert planned[: len(plans)] == plans
-    if cycle == 2:
-        assert trainer.current_epoch == 10 and clock.now == 45
-        lr = cfg.learning_rate(cfg.batch_size)
-        assert tick.lrs[-1] == pytest.approx(lr * (1 + math.cos(math.pi * 29 / 30)) / 2)
+    assert "training 7 epochs" in out and "epochs got slower" in out
+    assert trainer.current_epoch == 3
+    assert record.map_epochs == [0, 2]
+    assert clock.now == 4 + 9 + 9 + 1
+
+
+def test_time_budget_counts_optimiser_steps_under_accumulation(tiny_config, tiny_data_dir):
+    """3 batches an epoch, accumulated by 2: 2 optimiser steps an epoch (the last one after
+    1 batch). The cosine must end at the last of them, at 0; planned in batches it would
+    end at twice the steps taken, about half way down."""
+    clock, record = FakeClock(step_s=1.0), _Record()
+    cfg = _budget_config(tiny_config, 0.25)
+    trainer = _fit(cfg, tiny_data_dir, clock, record, accumulate_grad_batches=2)
+    assert trainer.global_step == 2 * trainer.current_epoch
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    assert scheduler.last_epoch == trainer.global_step
+    assert scheduler.get_last_lr()[0] == 0.0
+
+
+def test_time_budget_refuses_a_bad_setting():
+    with pytest.raises(ValueError, match="positive minutes"):
+        TimeBudget(0, max_epochs=None)
+    with pytest.raises(ValueError, match="max_epochs"):
+        TimeBudget(1, max_epochs=0)
