@@ -54,6 +54,10 @@ def test_polygon_export_decodes_close_to_the_masks(cis_set, tmp_path):
                 assert iou > 0.85
 
 
+#: The handmade file's categories in sorted id order (3, 7, 12).
+HANDMADE_CFG = SOLOConfig.cpu().replace(class_names=("car", "man", "dog"))
+
+
 @pytest.fixture
 def handmade(tmp_path):
     """Three images; categories with unsorted, gappy ids; polygon, RLE (both kinds), crowd."""
@@ -122,7 +126,7 @@ def handmade(tmp_path):
 
 def test_polygons_and_both_rle_kinds_decode_and_ids_map_in_sorted_order(handmade):
     image_dir, ann_file, square = handmade
-    ds = CocoInstanceDataset(image_dir, ann_file, SOLOConfig.cpu())
+    ds = CocoInstanceDataset(image_dir, ann_file, HANDMADE_CFG)
     assert ds.class_names == ("car", "man", "dog")
     assert ds.cat_to_label == {3: 1, 7: 2, 12: 3}
     img, target = ds.load_raw(0)
@@ -140,7 +144,7 @@ def test_polygons_and_both_rle_kinds_decode_and_ids_map_in_sorted_order(handmade
 
 def test_crowd_regions_are_not_trained_on_but_kept_for_evaluation(handmade):
     image_dir, ann_file, square = handmade
-    cfg = SOLOConfig.cpu()
+    cfg = HANDMADE_CFG
     _, train_target = CocoInstanceDataset(image_dir, ann_file, cfg, train=True, indices=[1])[0]
     assert train_target["labels"].tolist() == [2] and "original" not in train_target
     _, val_target = CocoInstanceDataset(image_dir, ann_file, cfg, indices=[1])[0]
@@ -153,7 +157,7 @@ def test_crowd_regions_are_not_trained_on_but_kept_for_evaluation(handmade):
 
 def test_item_contract_and_image_without_annotations(handmade):
     image_dir, ann_file, _ = handmade
-    cfg = SOLOConfig.cpu()
+    cfg = HANDMADE_CFG
     ds = CocoInstanceDataset(image_dir, ann_file, cfg, train=True)
     image, target = ds[2]
     assert image.shape == (3, *cfg.image_size) and image.dtype == torch.float32
@@ -167,12 +171,12 @@ def test_missing_image_file_is_named_at_construction(handmade):
     image_dir, ann_file, _ = handmade
     (image_dir / "im1.png").unlink()
     with pytest.raises(DataFormatError, match=r"im1\.png.*not found.*image id 11"):
-        CocoInstanceDataset(image_dir, ann_file, SOLOConfig.cpu())
+        CocoInstanceDataset(image_dir, ann_file, HANDMADE_CFG)
 
 
 def test_category_count_must_match_the_config(handmade):
     image_dir, ann_file, _ = handmade
-    cfg = SOLOConfig.cpu().replace(num_classes=2, class_names=("a", "b"))
+    cfg = HANDMADE_CFG.replace(num_classes=2, class_names=("a", "b"))
     with pytest.raises(DataFormatError, match="instances.json.*3 entries.*num_classes = 2"):
         CocoInstanceDataset(image_dir, ann_file, cfg)
 
@@ -183,10 +187,10 @@ def test_unknown_category_and_bad_json_are_named(handmade):
     payload["annotations"][0]["category_id"] = 99
     ann_file.write_text(json.dumps(payload))
     with pytest.raises(DataFormatError, match="annotation id 1 has category_id 99"):
-        CocoInstanceDataset(image_dir, ann_file, SOLOConfig.cpu())
+        CocoInstanceDataset(image_dir, ann_file, HANDMADE_CFG)
     ann_file.write_text("{not json")
     with pytest.raises(DataFormatError, match="instances.json"):
-        CocoInstanceDataset(image_dir, ann_file, SOLOConfig.cpu())
+        CocoInstanceDataset(image_dir, ann_file, HANDMADE_CFG)
 
 
 def _first_annotation(key, value=None):
@@ -225,7 +229,7 @@ BAD_ANNOTATIONS = {
         r"annotation id 2: RLE size \[10, 30\]; expected \[20, 30\]",
     ),
     "unknown image": (_first_annotation("image_id", 99), "annotation id 1 has image_id 99"),
-    "image without height": (_no_height, "lacks 'id', 'height' or 'width'"),
+    "image without height": (_no_height, "lacks 'id', 'file_name', 'height' or 'width'"),
     "a JSON list": (lambda payload: [], "holds a JSON list; expected a JSON object"),
     "an empty object": (lambda payload: {}, "no list 'images'"),
 }
@@ -239,5 +243,5 @@ def test_bad_annotations_are_refused_at_construction(handmade, case):
     edit, detail = BAD_ANNOTATIONS[case]
     ann_file.write_text(json.dumps(edit(json.loads(ann_file.read_text()))))
     with pytest.raises(DataFormatError, match=detail) as info:
-        CocoInstanceDataset(image_dir, ann_file, SOLOConfig.cpu())
+        CocoInstanceDataset(image_dir, ann_file, HANDMADE_CFG)
     assert "instances.json" in str(info.value)

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from solo_lib.data import DataFormatError
-from solo_lib.data.images import read_rgb
+from solo_lib.data.images import read_rgb, upright_size
 
 
 def test_16_bit_greyscale_png_is_scaled_not_clipped(tmp_path) -> None:
@@ -57,3 +57,23 @@ def test_unreadable_file_names_the_file(tmp_path) -> None:
     path.write_bytes(b"not an image")
     with pytest.raises(DataFormatError, match="broken.jpg: cannot be read as an image"):
         read_rgb(path)
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_upright_size_is_the_size_read_rgb_returns(tmp_path, orientation, suffix) -> None:
+    """Read from the header only, after the EXIF orientation, as `read_rgb` turns the picture."""
+    image = Image.fromarray(np.zeros((2, 3, 3), dtype=np.uint8))
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"photo{suffix}"
+    image.save(path, exif=exif)
+    assert upright_size(path) == read_rgb(path).shape[:2]
+    assert upright_size(path) == ((3, 2) if orientation in (6, 8) else (2, 3))
+
+
+def test_upright_size_of_a_non_image_names_the_file(tmp_path) -> None:
+    path = tmp_path / "notes.png"
+    path.write_bytes(b"not an image")
+    with pytest.raises(DataFormatError, match="notes.png: cannot be read as an image"):
+        upright_size(path)

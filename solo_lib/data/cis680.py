@@ -13,7 +13,8 @@ Four files in one folder:
 Image i owns masks offsets[i]:offsets[i + 1] with offsets the cumulative sum of the
 label counts. Everything is checked when the data set is built, so a broken or
 mismatched file fails at once with a `DataFormatError` naming the file and field,
-not as an index error deep inside a training run.
+not as an index error deep inside a training run. Masks that cover no pixel are left
+out then, with one warning, together with their labels and boxes.
 
 The h5 files are opened lazily, once per process: DataLoader workers each open
 their own handles, and open handles are never pickled.
@@ -21,6 +22,7 @@ their own handles, and open handles are never pickled.
 
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 from collections.abc import Sequence
@@ -33,7 +35,12 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from solo_lib.config import SOLOConfig
-from solo_lib.data.errors import DataFormatError
+from solo_lib.data.errors import (
+    DataFormatError,
+    checked_indices,
+    refuse_training_without_objects,
+    warn_objects_without_pixels,
+)
 from solo_lib.data.transforms import PairTransform, build_transforms
 
 IMAGES_FILE = "hw3_mycocodata_img_comp_zlib.h5"
@@ -41,6 +48,8 @@ MASKS_FILE = "hw3_mycocodata_mask_comp_zlib.h5"
 LABELS_FILE = "hw3_mycocodata_labels_comp_zlib.npy"
 BBOXES_FILE = "hw3_mycocodata_bboxes_comp_zlib.npy"
 H5_KEY = "data"
+#: Masks read at once when every mask is checked (64 masks of 300x400: 7.7 MB as uint8).
+MASK_CHUNK = 64
 
 
 def mask_offsets(labels: Sequence[np.ndarray]) -> np.ndarray:
@@ -156,10 +165,15 @@ class CIS680Dataset(Dataset):
     The two .npy files are object arrays, i.e. Python pickles; they are unpickled
     with an unpickler that builds numpy arrays and refuses anything else.
 
+    Masks that cover no pixel are left out (with one warning), with their labels and
+    boxes: `labels` and `boxes` hold the objects kept, `offsets` and `covers` describe
+    the mask file.
+
     Args:
         root: folder holding the four files.
         cfg: supplies the input size, normalisation, augmentation and `num_classes`.
-        train: training-time augmentation (scale jitter, horizontal flip).
+        train: training-time augmentation (scale jitter, horizontal flip); a training
+            set must hold objects.
         indices: optional subset of image indices (for train/val splits).
         box_tolerance: how far (pixels) a box may reach outside the image.
         transforms: replaces `build_transforms(cfg, train)`.
@@ -181,14 +195,29 @@ class CIS680Dataset(Dataset):
         self.images_path = self.root / IMAGES_FILE
         self.masks_path = self.root / MASKS_FILE
         self._validate(box_tolerance)
-        n = len(self.labels)
-        self.indices = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64)
-        if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= n):
-            raise IndexError(
-                f"indices must lie in [0, {n}); got {self.indices.min()}..{self.indices.max()}"
-            )
+        self.indices = checked_indices(indices, len(self.labels))
+        if train:
+            self._refuse_training_without_objects()
         self._handles: tuple[h5py.File, h5py.File] | None = None
         self._pid: int | None = None
+
+    def subset(self, indices: Sequence[int], train: bool) -> CIS680Dataset:
+        """Images `indices` of this set, with `build_transforms(cfg, train)`.
+
+        A copy without open files: the files are read and checked once, however they are
+        split (the data module's train and validation parts).
+        """
+        part = copy.copy(self)  # goes through __getstate__: no h5 handles are shared
+        part.indices = checked_indices(indices, len(self.labels))
+        part.transforms = build_transforms(self.cfg, train)
+        if train:
+            part._refuse_training_without_objects()
+        return part
+
+    def _refuse_training_without_objects(self) -> None:
+        """`refuse_training_without_objects` on this set's images."""
+        objects = sum(len(self.labels[index]) for index in self.indices)
+        refuse_training_without_objects(self.masks_path, objects, len(self.indices))
 
     # ----------------------------------------------------------------- validation
     def _validate(self, box_tolerance: float) -> None:
@@ -269,26 +298,55 @@ class CIS680Dataset(Dataset):
                 f"{self.offsets[-1]}, the sum of the label counts in {LABELS_FILE}"
             )
         self.source_size = (h, w)
-        if np.issubdtype(mask_dtype, np.floating):
-            self._check_float_masks()
+        #: (M,) bool: whether mask j of the file covers a pixel (the others are left out)
+        self.covers = self._scan_masks(np.issubdtype(mask_dtype, np.floating))
+        self._leave_out_empty_masks()
 
-    def _check_float_masks(self) -> None:
-        """Float masks must hold 0 and 1 only: soft or NaN masks would silently binarise
-        to nothing. Read in chunks here, once, so that a bad file fails before training."""
+    def _scan_masks(self, is_float: bool) -> np.ndarray:
+        """(M,) bool: whether each mask covers a pixel, and float masks hold 0 and 1 only.
+
+        Soft or NaN float masks would silently binarise to something else. Every mask is
+        read here, once, in chunks, so that a bad file fails, and an empty mask is left
+        out, before training.
+        """
+        covers = np.zeros(int(self.offsets[-1]), dtype=bool)
         with _open_h5(self.masks_path) as f:
             masks = f[H5_KEY]
-            for start in range(0, masks.shape[0], 64):
-                chunk = np.asarray(masks[start : start + 64])
-                bad = ~((chunk == 0) | (chunk == 1)).reshape(len(chunk), -1).all(axis=1)
-                if bad.any():
-                    j = start + int(np.flatnonzero(bad)[0])
-                    image = int(np.searchsorted(self.offsets, j, side="right")) - 1
-                    values = np.unique(np.asarray(masks[j]))
-                    raise DataFormatError(
-                        f"{self.masks_path}: mask {j} (image {image}) holds values "
-                        f"{values[:5].tolist()}...; expected binary masks of 0 and 1 "
-                        "(threshold soft masks before saving them)"
-                    )
+            for start in range(0, len(covers), MASK_CHUNK):
+                chunk = np.asarray(masks[start : start + MASK_CHUNK])
+                chunk = chunk.reshape(len(chunk), -1)
+                if is_float:
+                    self._refuse_soft_masks(chunk, start)
+                covers[start : start + len(chunk)] = chunk.any(axis=1)
+        return covers
+
+    def _refuse_soft_masks(self, chunk: np.ndarray, start: int) -> None:
+        """Refuse float masks `chunk` (n, H * W), masks start.. of the file, unless all 0/1."""
+        bad = ~((chunk == 0) | (chunk == 1)).all(axis=1)
+        if bad.any():
+            j = int(np.flatnonzero(bad)[0])
+            values = np.unique(chunk[j])
+            raise DataFormatError(
+                f"{self.masks_path}: mask {start + j} (image {self._image_of(start + j)}) holds "
+                f"values {values[:5].tolist()}...; expected binary masks of 0 and 1 "
+                "(threshold soft masks before saving them)"
+            )
+
+    def _leave_out_empty_masks(self) -> None:
+        """Drop the labels and boxes of masks that cover no pixel, with one warning."""
+        empty = np.flatnonzero(~self.covers)
+        if not empty.size:
+            return
+        for i in {self._image_of(int(j)) for j in empty}:
+            keep = self.covers[self.offsets[i] : self.offsets[i + 1]]
+            self.labels[i], self.boxes[i] = self.labels[i][keep], self.boxes[i][keep]
+        h, w = self.source_size
+        named = [f"mask {j} (image {self._image_of(int(j))}, {w}x{h})" for j in empty]
+        warn_objects_without_pixels(self.masks_path, named, len(self.covers), "masks")
+
+    def _image_of(self, mask: int) -> int:
+        """The image that owns mask `mask` of the file."""
+        return int(np.searchsorted(self.offsets, mask, side="right")) - 1
 
     # ----------------------------------------------------------------- h5 handles
     def _files(self) -> tuple[h5py.File, h5py.File]:
@@ -326,7 +384,7 @@ class CIS680Dataset(Dataset):
         start, stop = int(self.offsets[index]), int(self.offsets[index + 1])
         try:
             image = np.asarray(images[H5_KEY][index])
-            mask = np.asarray(masks[H5_KEY][start:stop])
+            mask = np.asarray(masks[H5_KEY][start:stop])[self.covers[start:stop]]
         except OSError as err:
             raise DataFormatError(
                 f"{self.images_path} / {self.masks_path}: cannot read image {index} (masks {start}:{stop}): {err}"
@@ -335,7 +393,7 @@ class CIS680Dataset(Dataset):
             raise DataFormatError(
                 f"{self.images_path}: image {index} has values {image.min()}..{image.max()}; expected 0..255"
             )
-        binary = mask != 0  # float masks are checked to hold 0 and 1 only (_check_float_masks)
+        binary = mask != 0  # float masks are checked to hold 0 and 1 only (_refuse_soft_masks)
         target = {
             "labels": torch.from_numpy(self.labels[index].copy()),
             "masks": torch.from_numpy(binary.astype(np.uint8)),

@@ -3,9 +3,11 @@
 `CocoInstanceDataset` reads an `instances_*.json`-style annotation file with
 pycocotools (polygons, uncompressed and compressed RLE) and yields the same items
 as `CIS680Dataset`, so a custom data set trains without code changes. Category ids
-are mapped to labels 1..C in sorted id order. Crowd annotations (`iscrowd` = 1)
-are read with their flag: training skips them (SOLO has no use for a mask of many
-objects), evaluation ignores detections on them, as pycocotools does.
+are mapped to labels 1..C in sorted id order, and the config's `class_names` must be
+the file's category names in that order (the evaluator and the pictures use them).
+Crowd annotations (`iscrowd` = 1) are read with their flag: training skips them (SOLO
+has no use for a mask of many objects), evaluation ignores detections on them, as
+pycocotools does.
 
 `write_coco_dataset` exports any data set with `load_raw(i)` and `class_names`
 (e.g. the built-in one) to a COCO folder, which is how the tests and notebook 01
@@ -15,9 +17,11 @@ make a small COCO set without downloading one.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import os
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -32,12 +36,30 @@ from torch.utils.data import Dataset
 
 from solo_lib.atomic import atomic_directory
 from solo_lib.config import SOLOConfig
-from solo_lib.data.errors import DataFormatError
-from solo_lib.data.images import read_rgb
+from solo_lib.data.errors import (
+    DataFormatError,
+    checked_indices,
+    refuse_training_without_objects,
+    warn_objects_without_pixels,
+)
+from solo_lib.data.images import read_rgb, upright_size
 from solo_lib.data.transforms import PairTransform, build_transforms
 
 ANNOTATION_FILE = "annotations.json"
 IMAGE_DIR = "images"
+
+#: The keys every entry of each list needs: pycocotools indexes entries by id and
+#: annotations by image and category, masks are decoded at an image's height and width,
+#: images are read from their file_name, and label k is named after a category's name.
+REQUIRED_KEYS = {
+    "images": ("id", "file_name", "height", "width"),
+    "annotations": ("id", "image_id", "category_id"),
+    "categories": ("id", "name"),
+}
+#: What one entry of each list is called in messages.
+ENTRY_NAMES = {"images": "image", "annotations": "annotation", "categories": "category"}
+#: The keys that identify an entry in messages (a segmentation is too long to print).
+IDENTIFYING_KEYS = ("id", "file_name", "image_id", "category_id", "name")
 
 
 def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
@@ -69,20 +91,89 @@ def load_coco(annotation_file: Path) -> COCO:
         raise DataFormatError(
             f"{annotation_file}: holds a JSON {type(dataset).__name__}; expected {expected}"
         )
-    for key in ("images", "annotations", "categories"):
+    for key in REQUIRED_KEYS:
         if not isinstance(dataset.get(key), list):
             raise DataFormatError(f"{annotation_file}: no list {key!r}; expected {expected}")
-    for info in dataset["images"]:
-        if not isinstance(info, dict) or not {"id", "height", "width"} <= info.keys():
-            raise DataFormatError(
-                f"{annotation_file}: image entry {str(info)[:80]} lacks 'id', 'height' or "
-                "'width'; every image needs all three (masks are decoded at that size)"
-            )
+    for key, required in REQUIRED_KEYS.items():
+        check_entry_keys(dataset[key], key, required, annotation_file)
+        refuse_duplicate_ids(dataset[key], key, annotation_file)
     coco = COCO()
     coco.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         coco.createIndex()
     return coco
+
+
+def check_entry_keys(
+    entries: list, key: str, required: tuple[str, ...], annotation_file: Path
+) -> None:
+    """Every entry of the list `key` is an object with the `required` keys.
+
+    pycocotools would answer a missing id with a bare ``KeyError``, and a missing height
+    much later, when a mask is decoded.
+    """
+    for entry in entries:
+        if not isinstance(entry, dict) or not set(required) <= entry.keys():
+            listed = ", ".join(repr(k) for k in required[:-1]) + f" or {required[-1]!r}"
+            raise DataFormatError(
+                f"{annotation_file}: {ENTRY_NAMES[key]} entry {str(entry)[:80]} lacks {listed}; "
+                f"every entry of {key!r} needs all of them"
+            )
+
+
+def refuse_duplicate_ids(entries: list[dict], key: str, annotation_file: Path) -> None:
+    """Refuse two entries of the list `key` with one id, naming the id and the entries.
+
+    pycocotools indexes each list by id, so all but the last of them would vanish: a
+    duplicate image id shows up later as annotations whose image is "not in 'images'",
+    a duplicate category id as a wrong number of categories.
+    """
+    positions: dict[object, list[int]] = defaultdict(list)
+    for position, entry in enumerate(entries):
+        positions[entry["id"]].append(position)
+    for entry_id, shared in positions.items():
+        if len(shared) > 1:
+            listed = "; ".join(f"entry {p}: {identify(entries[p])}" for p in shared)
+            raise DataFormatError(
+                f"{annotation_file}: duplicate {ENTRY_NAMES[key]} id {entry_id!r}, shared by "
+                f"{len(shared)} entries of {key!r} ({listed}); expected each id once"
+            )
+
+
+def identify(entry: dict) -> dict:
+    """The keys of `entry` that tell it apart from the others (`IDENTIFYING_KEYS`)."""
+    return {k: entry[k] for k in IDENTIFYING_KEYS if k in entry}
+
+
+def check_categories(coco: COCO, cfg: SOLOConfig, annotation_file: Path) -> tuple[int, ...]:
+    """The file's category ids in label order (sorted), checked against the config.
+
+    Label k is the k-th category in sorted id order, and the evaluator and the pictures
+    name it ``cfg.class_names[k - 1]``: the number of categories, their ids (when the
+    config or checkpoint has them) and their names in id order must all agree, or
+    per-class AP and overlays carry the wrong names without an error.
+    """
+    cat_ids = tuple(sorted(coco.cats))
+    if len(cat_ids) != cfg.num_classes:
+        raise DataFormatError(
+            f"{annotation_file}: 'categories' has {len(cat_ids)} entries {list(cat_ids)}; expected "
+            f"cfg.num_classes = {cfg.num_classes} (set num_classes and class_names in the config)"
+        )
+    if cfg.category_ids is not None and tuple(cfg.category_ids) != cat_ids:
+        raise DataFormatError(
+            f"{annotation_file}: category ids {list(cat_ids)}; the model's are "
+            f"{list(cfg.category_ids)} (category_ids in the config or checkpoint)"
+        )
+    names = [coco.cats[cid]["name"] for cid in cat_ids]
+    if names != list(cfg.class_names):
+        in_id_order = ", ".join(f"{cid}: {name}" for cid, name in zip(cat_ids, names, strict=True))
+        raise DataFormatError(
+            f"{annotation_file}: categories in id order {in_id_order}; the config's "
+            f"class_names are {list(cfg.class_names)}. Label k is the k-th category in "
+            f"sorted id order: expected class_names {names} (class_names in the config or "
+            "checkpoint)"
+        )
+    return cat_ids
 
 
 def check_segmentation(ann: dict, images: dict[int, dict], annotation_file: Path) -> None:
@@ -131,12 +222,15 @@ class CocoInstanceDataset(Dataset):
     Args:
         image_dir: folder the `file_name` entries of the annotation file are relative to.
         annotation_file: a COCO instances json.
-        cfg: input size, normalisation, augmentation; `cfg.num_classes` must equal the
-            number of categories in the file.
-        train: training-time augmentation.
+        cfg: input size, normalisation, augmentation; `cfg.num_classes` and
+            `cfg.class_names` must be the file's categories in sorted id order.
+        train: training-time augmentation; a training set must hold annotated objects.
         indices: optional subset (positions in the image list sorted by image id).
         transforms: replaces `build_transforms(cfg, train)`.
 
+    Everything is checked when the data set is built: the file's form, unique ids, the
+    categories against `cfg` (number, ids, names in id order), every image file and its
+    size, every segmentation. Annotations that cover no pixel are left out with a warning.
     Boxes are recomputed from the decoded masks, so they always agree with them.
     `image_id` in a target is the position in the full image list, not the COCO id;
     `coco_ids[image_id]` gives the COCO id.
@@ -160,48 +254,99 @@ class CocoInstanceDataset(Dataset):
                 f"{self.annotation_file}: annotation file not found (expected a COCO json)"
             )
         self.coco = load_coco(self.annotation_file)
-        cat_ids = sorted(self.coco.getCatIds())
-        if len(cat_ids) != cfg.num_classes:
-            raise DataFormatError(
-                f"{self.annotation_file}: 'categories' has {len(cat_ids)} entries {cat_ids}; expected "
-                f"cfg.num_classes = {cfg.num_classes} (set num_classes and class_names in the config)"
-            )
-        if cfg.category_ids is not None and tuple(cfg.category_ids) != tuple(cat_ids):
-            raise DataFormatError(
-                f"{self.annotation_file}: category ids {cat_ids}; the model's are "
-                f"{list(cfg.category_ids)} (category_ids in the config or checkpoint)"
-            )
         #: The COCO category ids of labels 1..C: the file's ids, sorted.
-        self.category_ids = tuple(cat_ids)
+        self.category_ids = check_categories(self.coco, cfg, self.annotation_file)
         #: COCO category id -> label 1..C, in sorted id order
-        self.cat_to_label = {cid: k for k, cid in enumerate(cat_ids, start=1)}
-        self.class_names = tuple(self.coco.cats[cid]["name"] for cid in cat_ids)
+        self.cat_to_label = {cid: k for k, cid in enumerate(self.category_ids, start=1)}
+        #: The config's names, checked to be the file's in id order (`check_categories`).
+        self.class_names = tuple(cfg.class_names)
         self.coco_ids = sorted(self.coco.getImgIds())
+        self._check_image_files()
+        #: COCO image id -> its annotations, checked, without those that cover no pixel
+        self.image_annotations = self._annotations_with_pixels()
+        self.indices = checked_indices(indices, len(self.coco_ids))
+        if train:
+            self._refuse_training_without_objects()
+
+    def subset(self, indices: Sequence[int], train: bool) -> CocoInstanceDataset:
+        """Images `indices` of this set, with `build_transforms(cfg, train)`.
+
+        A shallow copy: the file is read and checked once, however it is split (the data
+        module's train and validation parts).
+        """
+        part = copy.copy(self)
+        part.indices = checked_indices(indices, len(self.coco_ids))
+        part.transforms = build_transforms(self.cfg, train)
+        if train:
+            part._refuse_training_without_objects()
+        return part
+
+    # ----------------------------------------------------------------- validation
+    def _check_image_files(self) -> None:
+        """Every image file exists and has its entry's size, read from the file headers.
+
+        Checked here, so that a wrong file fails when the data set is built, not when an
+        epoch first reads it.
+        """
         for img_id in self.coco_ids:
             info = self.coco.imgs[img_id]
-            if "file_name" not in info:
-                raise DataFormatError(
-                    f"{self.annotation_file}: image id {img_id} has no 'file_name'"
-                )
             path = self.image_dir / info["file_name"]
             if not path.is_file():
                 raise DataFormatError(
                     f"{path}: image file not found (image id {img_id} in {self.annotation_file})"
                 )
-        for ann in self.coco.dataset["annotations"]:
-            if ann.get("category_id") not in self.cat_to_label:
-                raise DataFormatError(
-                    f"{self.annotation_file}: annotation id {ann.get('id')} has category_id "
-                    f"{ann.get('category_id')!r}; expected one of {cat_ids}"
-                )
-            check_segmentation(ann, self.coco.imgs, self.annotation_file)
-        n = len(self.coco_ids)
-        self.indices = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64)
-        if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= n):
-            raise IndexError(
-                f"indices must lie in [0, {n}); got {self.indices.min()}..{self.indices.max()}"
+            self._check_image_size(path, upright_size(path), info)
+
+    def _check_image_size(self, path: Path, size: tuple[int, int], info: dict) -> None:
+        """Refuse the image in `path`, of (height, width) `size`, unless its entry `info`
+        says the same: masks are decoded at the entry's size. `size` is taken after the
+        EXIF orientation, as `read_rgb` turns camera photos upright."""
+        if tuple(size) != (info["height"], info["width"]):
+            raise DataFormatError(
+                f"{path}: image is {size[0]}x{size[1]}; expected {info['height']}x{info['width']} "
+                f"(height/width of image id {info['id']} in {self.annotation_file})"
             )
 
+    def _annotations_with_pixels(self) -> dict[int, list[dict]]:
+        """Each image's annotations, checked, in file order, without those that cover no
+        pixel (left out with one warning, `warn_objects_without_pixels`).
+
+        Areas are counted on the run-length encoding, without decoding a mask.
+        """
+        kept: dict[int, list[dict]] = {img_id: [] for img_id in self.coco_ids}
+        empty = []
+        annotations = self.coco.dataset["annotations"]
+        for ann in annotations:
+            if ann["category_id"] not in self.cat_to_label:
+                raise DataFormatError(
+                    f"{self.annotation_file}: annotation id {ann['id']} has category_id "
+                    f"{ann['category_id']!r}; expected one of {list(self.category_ids)}"
+                )
+            check_segmentation(ann, self.coco.imgs, self.annotation_file)
+            if mask_utils.area(self.coco.annToRLE(ann)) > 0:
+                kept[ann["image_id"]].append(ann)
+            else:
+                info = self.coco.imgs[ann["image_id"]]
+                empty.append(
+                    f"annotation id {ann['id']} (image id {info['id']}, "
+                    f"{info['width']}x{info['height']})"
+                )
+        if empty:
+            warn_objects_without_pixels(
+                self.annotation_file, empty, len(annotations), "annotations"
+            )
+        return kept
+
+    def _refuse_training_without_objects(self) -> None:
+        """`refuse_training_without_objects` on this set's images; crowd regions do not count."""
+        objects = sum(
+            not ann.get("iscrowd", 0)
+            for index in self.indices
+            for ann in self.image_annotations[self.coco_ids[index]]
+        )
+        refuse_training_without_objects(self.annotation_file, objects, len(self.indices))
+
+    # ----------------------------------------------------------------- items
     def __len__(self) -> int:
         return len(self.indices)
 
@@ -209,10 +354,11 @@ class CocoInstanceDataset(Dataset):
         """Item `i` untransformed: uint8 (3, H0, W0) RGB image and a source-frame target.
 
         The target holds every annotation of the image as stored, crowd regions
-        included: `labels` int64 (n,), `masks` uint8 (n, H0, W0) from ``annToMask``,
-        `boxes` float32 (n, 4) xyxy from the masks, `iscrowd` int64 (n,), `image_id`
-        (the position), and where the image came from: `coco_id` (its id in the
-        annotation file) and `file_name`.
+        included (those that cover no pixel were left out when the set was built):
+        `labels` int64 (n,), `masks` uint8 (n, H0, W0) from ``annToMask``, `boxes`
+        float32 (n, 4) xyxy from the masks, `iscrowd` int64 (n,), `image_id` (the
+        position), and where the image came from: `coco_id` (its id in the annotation
+        file) and `file_name`.
         """
         index = int(self.indices[i])
         img_id = self.coco_ids[index]
@@ -220,20 +366,10 @@ class CocoInstanceDataset(Dataset):
         path = self.image_dir / info["file_name"]
         image = read_rgb(path)
         h, w = image.shape[:2]
-        if (info.get("height", h), info.get("width", w)) != (h, w):
-            raise DataFormatError(
-                f"{path}: image is {h}x{w}; expected {info['height']}x{info['width']} "
-                f"(height/width of image id {img_id} in {self.annotation_file})"
-            )
+        self._check_image_size(path, (h, w), info)  # again: the file may have changed since
         masks, labels, crowd = [], [], []
-        for ann in self.coco.imgToAnns.get(img_id, []):
-            m = self.coco.annToMask(ann)
-            if m.shape != (h, w):
-                raise DataFormatError(
-                    f"{self.annotation_file}: annotation id {ann.get('id')} decodes to {m.shape}; "
-                    f"expected ({h}, {w})"
-                )
-            masks.append(m)
+        for ann in self.image_annotations[img_id]:
+            masks.append(self.coco.annToMask(ann))  # at the entry's size, checked above
             labels.append(self.cat_to_label[ann["category_id"]])
             crowd.append(int(bool(ann.get("iscrowd", 0))))
         mask_array = (

@@ -13,6 +13,7 @@ from solo_lib.config import SOLOConfig
 from solo_lib.data.cis680 import CIS680Dataset
 from solo_lib.data.coco import CocoInstanceDataset
 from solo_lib.data.copy_paste import copy_paste
+from solo_lib.data.errors import DataFormatError
 from solo_lib.data.folder import ImageFolderDataset
 from solo_lib.data.synthetic import MODES, ensure_builtin_dataset
 
@@ -113,13 +114,10 @@ class SOLODataModule(pl.LightningDataModule):
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
 
-    def _dataset(
-        self, train: bool, indices: list[int] | None = None
-    ) -> CIS680Dataset | CocoInstanceDataset:
+    def _dataset(self, train: bool) -> CIS680Dataset | CocoInstanceDataset:
+        """All images of `root` (or the built-in set), read and checked."""
         if self.format == "coco":
-            return CocoInstanceDataset(
-                self.root, self.annotation_file, self.config, train=train, indices=indices
-            )
+            return CocoInstanceDataset(self.root, self.annotation_file, self.config, train=train)
         root = self.root
         if root is None:  # checked here, where it is opened: predicting on a folder never is
             names = MODES[self.builtin].class_names
@@ -131,7 +129,7 @@ class SOLODataModule(pl.LightningDataModule):
                     f"--model.config.class_names '{list(names)}'"
                 )
             root = ensure_builtin_dataset(mode=self.builtin)
-        return CIS680Dataset(root, self.config, train=train, indices=indices)
+        return CIS680Dataset(root, self.config, train=train)
 
     def prepare_data(self) -> None:
         """Generate the built-in data set if it is the one asked for (once, on one process)."""
@@ -139,31 +137,46 @@ class SOLODataModule(pl.LightningDataModule):
             ensure_builtin_dataset(mode=self.builtin)
 
     def setup(self, stage: str | None = None) -> None:
-        """Build the train/val split (seeded by `config.seed`); idempotent.
+        """Build the validation part and, for "fit" (or no stage), the training part;
+        idempotent.
 
-        Predicting on a folder (`predict_dir`) needs no data set: none is opened, so a
-        model trained on other data predicts without the built-in set being checked.
+        The data set is read and checked once, then split (seeded by `config.seed`).
+        Only training needs the training part: its images must hold objects, while
+        validating or predicting on images without annotations is allowed. Predicting on
+        a folder (`predict_dir`) needs no data set: none is opened, so a model trained on
+        other data predicts without the built-in set being checked.
         """
-        if self.train_dataset is not None or (stage == "predict" and self.predict_dir):
+        needs_training = stage in (None, "fit")
+        if stage == "predict" and self.predict_dir:
+            return
+        if self.val_dataset is not None and (self.train_dataset is not None or not needs_training):
             return
         full = self._dataset(train=False)
         n = len(full) if self.max_images is None else min(len(full), self.max_images)
         self.class_names = full.class_names
         self.category_ids = getattr(full, "category_ids", self.category_ids)
-        if self.val_root is not None:
-            self.train_dataset = self._dataset(train=True, indices=list(range(n)))
-            self.val_dataset = CocoInstanceDataset(
-                self.val_root, self.val_annotation_file, self.config, train=False
+        if self.val_root is None:
+            train_idx, val_idx = split_indices(n, self.config.val_fraction, self.config.seed)
+            self.val_dataset = full.subset(val_idx, train=False)
+        else:
+            train_idx = list(range(n))
+            self.val_dataset = self._validation_file()
+        if needs_training:
+            self.train_dataset = full.subset(train_idx, train=True)
+
+    def _validation_file(self) -> CocoInstanceDataset:
+        """The separate validation set; its category ids must be the training file's.
+
+        Both files' names are checked against the config; the ids could still differ,
+        and predictions on the validation file are written with the training file's.
+        """
+        val = CocoInstanceDataset(self.val_root, self.val_annotation_file, self.config)
+        if val.category_ids != self.category_ids:
+            raise DataFormatError(
+                f"{self.val_annotation_file}: category ids {list(val.category_ids)}; expected "
+                f"those of {self.annotation_file}, {list(self.category_ids)}"
             )
-            if self.val_dataset.class_names != self.class_names:
-                raise ValueError(
-                    f"{self.val_annotation_file}: categories {self.val_dataset.class_names}; "
-                    f"expected those of {self.annotation_file}, {self.class_names}"
-                )
-            return
-        train_idx, val_idx = split_indices(n, self.config.val_fraction, self.config.seed)
-        self.train_dataset = self._dataset(train=True, indices=train_idx)
-        self.val_dataset = self._dataset(train=False, indices=val_idx)
+        return val
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         """Batches of `dataset`; shuffled, seeded and with copy-paste for training."""
@@ -181,11 +194,11 @@ class SOLODataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        self.setup()
+        self.setup("fit")
         return self._loader(self.train_dataset, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        self.setup()
+        self.setup("validate")
         return self._loader(self.val_dataset, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
@@ -195,5 +208,6 @@ class SOLODataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """The images of `predict_dir`, or the validation split when it is None."""
         if self.predict_dir is None:
-            return self.val_dataloader()
+            self.setup("predict")
+            return self._loader(self.val_dataset, shuffle=False)
         return self._loader(ImageFolderDataset(self.predict_dir, self.config), shuffle=False)
