@@ -106,20 +106,27 @@ class MaskEvaluator:
     without ground truth are fine. ``compute()`` returns the metrics (see there);
     ``reset()`` starts over.
 
-    Each image is kept as a record under its id, masks run-length encoded (a few kB
-    per image). Under DDP, `compute` gathers every process's records and keeps one
-    per id, so an image that the distributed sampler gave to two processes (it pads
-    the last batches by repeating images) counts once, and every process computes the
-    same AP as a single process would.
+    Each image is kept as a record, masks run-length encoded (a few kB per image): by
+    id when ``update`` is given ``image_ids``, otherwise as an unnamed image, never
+    merged with another. Under DDP, `compute` gathers every process's records and
+    keeps one per id, so an image that the distributed sampler gave to two processes
+    (it pads the last batches by repeating images) counts once, and every unnamed
+    image of every process. Every process then computes the AP that one process would
+    over the same images. Without ids nothing tells a repeated image from a new one,
+    so it counts each time it is seen: pass ids under DDP.
     """
 
     def __init__(self, class_names: tuple[str, ...] | list[str]) -> None:
         self.class_names = tuple(class_names)
         self.records: dict[int, dict] = {}
+        """Images given with an id, by id."""
+        self.unnamed: list[dict] = []
+        """Images given without ids, in the order seen."""
 
     def reset(self) -> None:
         """Forget everything seen so far."""
         self.records = {}
+        self.unnamed = []
 
     def update(
         self,
@@ -129,18 +136,16 @@ class MaskEvaluator:
     ) -> None:
         """Add a batch of images: one prediction dict and one ground-truth dict per image.
 
-        `image_ids` name the images (default: numbers after the last one seen); an id
-        seen before replaces that image's record.
+        `image_ids` name the images; an id seen before replaces that image's record.
+        Without them every image is a new one, never merged with another, on this
+        process or, under DDP, on any other.
         """
         if len(predictions) != len(ground_truth):
             raise ValueError(
                 f"MaskEvaluator.update: {len(predictions)} predictions for "
                 f"{len(ground_truth)} ground-truth images"
             )
-        if image_ids is None:
-            first = max(self.records, default=-1) + 1
-            image_ids = list(range(first, first + len(predictions)))
-        if len(image_ids) != len(predictions):
+        if image_ids is not None and len(image_ids) != len(predictions):
             raise ValueError(
                 f"MaskEvaluator.update: {len(image_ids)} image ids for {len(predictions)} images"
             )
@@ -155,7 +160,7 @@ class MaskEvaluator:
                     '(a data set target\'s "original")'
                 )
             n_gt = gt["masks"].shape[0]
-            self.records[int(image_ids[index])] = {
+            record = {
                 "size": tuple(gt["masks"].shape[1:]),
                 "pred_masks": _encode(pred["masks"]),
                 "pred_labels": pred["labels"].long().cpu(),
@@ -164,22 +169,34 @@ class MaskEvaluator:
                 "gt_labels": gt["labels"].long().cpu(),
                 "iscrowd": gt.get("iscrowd", torch.zeros(n_gt, dtype=torch.int64)).long().cpu(),
             }
+            if image_ids is None:
+                self.unnamed.append(record)
+            else:
+                self.records[int(image_ids[index])] = record
 
-    def _all_records(self) -> dict[int, dict]:
-        """This process's records, or under DDP every process's, one per image id."""
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return self.records
-        gathered: list[dict[int, dict] | None] = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, self.records)
-        merged: dict[int, dict] = {}
-        for part in gathered:
-            for image_id, record in (part or {}).items():
-                merged.setdefault(image_id, record)
-        return merged
+    def _all_records(self) -> list[dict]:
+        """Every image's record: named ones in id order (one per id), then unnamed ones.
+
+        Under DDP, every process's: the first record gathered for an id is kept (one
+        image that the sampler repeated), and every process's unnamed images are kept,
+        by rank and then in the order seen.
+        """
+        local = (self.records, self.unnamed)
+        parts: list = [local]  # one (named records, unnamed records) per process
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            parts = [None] * dist.get_world_size()
+            dist.all_gather_object(parts, local)
+        named: dict[int, dict] = {}
+        unnamed: list[dict] = []
+        for records, images in parts:
+            for image_id, record in records.items():
+                named.setdefault(image_id, record)
+            unnamed.extend(images)
+        return [named[image_id] for image_id in sorted(named)] + unnamed
 
     @staticmethod
-    def _metric(records: dict[int, dict]) -> MeanAveragePrecision:
-        """A torchmetrics AP (pycocotools backend) fed with `records` in image-id order.
+    def _metric(records: list[dict]) -> MeanAveragePrecision:
+        """A torchmetrics AP (pycocotools backend) fed with `records`, in their order.
 
         Its own DDP synchronisation is off: the records are already everybody's.
         """
@@ -191,8 +208,7 @@ class MaskEvaluator:
             rec_thresholds=COCO_RECALL_THRESHOLDS,
         )
         metric.warn_on_many_detections = False
-        for image_id in sorted(records):
-            record = records[image_id]
+        for record in records:
             pred_masks = _decode(record["pred_masks"], record["size"])
             gt_masks = _decode(record["gt_masks"], record["size"])
             metric.update(
@@ -233,8 +249,8 @@ class MaskEvaluator:
             "per_class_AP50": dict.fromkeys(self.class_names, math.nan),
             "pr_curves": {name: dict(empty_curve) for name in self.class_names},
             "num_images": len(records),
-            "num_predictions": sum(len(r["pred_labels"]) for r in records.values()),
-            "num_ground_truth": sum(int((r["iscrowd"] == 0).sum()) for r in records.values()),
+            "num_predictions": sum(len(r["pred_labels"]) for r in records),
+            "num_ground_truth": sum(int((r["iscrowd"] == 0).sum()) for r in records),
         }
         summary_keys = {
             "AP": "segm_map",

@@ -1,6 +1,7 @@
 """Mask AP on hand-made predictions whose AP is known, and the empty-image cases."""
 
 import math
+import pickle
 
 import pytest
 import torch
@@ -351,6 +352,74 @@ def test_two_processes_give_the_ap_of_one_and_count_a_repeated_image_once():
     for _, ap, ap50, num_images in results:
         assert num_images == 5
         assert (ap, ap50) == pytest.approx((expected["AP"], expected["AP50"]), abs=1e-6)
+
+
+class _Sent(Exception):
+    """What one fake rank handed to `all_gather_object`, pickled as the real call would."""
+
+    def __init__(self, obj: object) -> None:
+        super().__init__()
+        self.obj = pickle.loads(pickle.dumps(obj))
+
+
+def _fake_two_rank_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`torch.distributed` as a process in an initialised group of 2 sees it."""
+    monkeypatch.setattr(torch.distributed, "is_available", lambda: True)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda group=None: 2)
+
+
+def test_two_ranks_without_ids_keep_every_image(monkeypatch):
+    """Two ranks, images given without ids: all five are kept on both ranks.
+
+    Rank 0 holds A found (0.9) and B missed; rank 1 B found (0.8), a false positive
+    (0.7) on an image without objects and A found (0.6). All masks exact, class 1, so
+    every IoU threshold gives the same AP. By score: TP, TP, FP, TP over 4 objects:
+    precision 1 up to recall 0.5, then 3/4 up to 0.75: (51 + 25 * 0.75) / 101. Ranks
+    that numbered their images from 0 each and merged them by number would keep 3 (AP
+    67/101).
+
+    The group is simulated: each evaluator's `all_gather_object` payload is taken
+    (pickled, as gloo sends it), then each rank's compute is given both payloads.
+    """
+    rank0 = MaskEvaluator(CLASSES)
+    rank0.update([pred((A, 1, 0.9)), pred()], [gt((A, 1)), gt((B, 1))])
+    rank1 = MaskEvaluator(CLASSES)
+    rank1.update(
+        [pred((B, 1, 0.8)), pred((C, 1, 0.7)), pred((A, 1, 0.6))],
+        [gt((B, 1)), gt(), gt((A, 1))],
+    )
+    _fake_two_rank_group(monkeypatch)
+
+    def send(output: list, obj: object) -> None:
+        raise _Sent(obj)
+
+    monkeypatch.setattr(torch.distributed, "all_gather_object", send)
+    payloads = []
+    for evaluator in (rank0, rank1):
+        with pytest.raises(_Sent) as sent:
+            evaluator.compute()
+        payloads.append(sent.value.obj)
+
+    def gather(output: list, obj: object) -> None:
+        output[:] = payloads
+
+    monkeypatch.setattr(torch.distributed, "all_gather_object", gather)
+    for evaluator in (rank0, rank1):
+        result = evaluator.compute()
+        assert result["num_images"] == 5 and result["num_ground_truth"] == 4
+        assert result["AP"] == pytest.approx((51 + 25 * 0.75) / 101)
+
+
+def test_an_image_without_id_is_never_merged_with_a_named_one():
+    """An image given without an id is a new one, even after images with ids 0, 1, ...:
+    here two images, one object each, one found (recall 1/2: 51 of 101 points)."""
+    evaluator = MaskEvaluator(CLASSES)
+    evaluator.update([pred((A, 1, 0.9))], [gt((A, 1))])
+    evaluator.update([pred()], [gt((B, 1))], image_ids=[0])
+    result = evaluator.compute()
+    assert result["num_images"] == 2
+    assert result["AP"] == pytest.approx(51 / 101)
 
 
 def test_above_score_keeps_the_same_instances_in_every_field():

@@ -15,7 +15,6 @@ from solo_lib.data import SOLODataModule
 from solo_lib.losses import solo_loss
 from solo_lib.model import SOLO
 from solo_lib.model.diagram import draw_architecture
-from solo_lib.model.heads import coord_features
 from solo_lib.model.solov2 import SOLOv2Head
 from solo_lib.module import batch_losses
 from solo_lib.targets import build_batch_targets
@@ -75,22 +74,73 @@ def test_solov2_paper_preset_output_shapes_on_a_small_input() -> None:
     _check_shapes(model, cfg, batch=1)
 
 
-def test_a_kernel_applied_by_hand_equals_the_batched_masks() -> None:
-    """Cell (row, col)'s mask = F.conv2d of the mask features (resized to the level's mask
-    size) with the kernel at (row, col) of the kernel map as a 1x1 weight, plus the bias."""
+def _coords_by_hand(x: torch.Tensor) -> torch.Tensor:
+    """x (B, C, H, W) with CoordConv's channels appended: x from -1 (left column) to 1
+    (right), then y from -1 (top row) to 1 (bottom)."""
+    b, _, h, w = x.shape
+    xs = torch.linspace(-1, 1, w).view(1, 1, 1, w).expand(b, 1, h, w)
+    ys = torch.linspace(-1, 1, h).view(1, 1, h, 1).expand(b, 1, h, w)
+    return torch.cat([x, xs, ys], dim=1)
+
+
+def _conv_gn_relu(x: torch.Tensor, module: torch.nn.Module, kernel: int) -> torch.Tensor:
+    """[conv (no bias), GroupNorm(32), ReLU] x depth by functional calls, with the weights
+    of `module`'s convs and norms, in order."""
+    convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert len(convs) == len(norms) > 0
+    for conv, norm in zip(convs, norms, strict=True):
+        assert conv.weight.shape[-2:] == (kernel, kernel) and conv.bias is None
+        x = F.conv2d(x, conv.weight, padding=kernel // 2)
+        x = F.relu(F.group_norm(x, 32, norm.weight, norm.bias, norm.eps))
+    return x
+
+
+def _mask_features_by_hand(head: SOLOv2Head, features: list[torch.Tensor]) -> torch.Tensor:
+    """SOLOv2's unified mask features (paper, Fig. 4) from functional calls and the head's
+    weights: level l of levels 0-3, n_l = log2(stride_l / 8) octaves above the finest
+    (0, 0, 1, 2), goes through max(1, n_l) x [3x3 conv, GN, ReLU], each of the first n_l
+    followed by a x2 bilinear upsampling; the coarsest first gets the coordinates. The
+    sum goes through a 1x1 conv, GN and ReLU."""
+    summed = 0
+    for level, (x, octaves) in enumerate(zip(features[:4], (0, 0, 1, 2), strict=True)):
+        if level == 3:
+            x = _coords_by_hand(x)
+        stages = [m for m in head.mask_features.levels[level] if isinstance(m, torch.nn.Sequential)]
+        assert len(stages) == max(1, octaves)
+        for i, stage in enumerate(stages):
+            x = _conv_gn_relu(x, stage, kernel=3)
+            if i < octaves:
+                x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        summed = summed + x
+    return _conv_gn_relu(summed, head.mask_features.fuse, kernel=1)
+
+
+def _kernels_by_hand(head: SOLOv2Head, feature: torch.Tensor, s: int) -> torch.Tensor:
+    """(B, E, S, S) kernel map: the feature resized (bilinear) to S x S, the coordinates
+    appended, 3x3 [conv, GN, ReLU] x depth, a 3x3 conv with bias to E channels."""
+    grid = _coords_by_hand(F.interpolate(feature, size=(s, s), mode="bilinear"))
+    x = _conv_gn_relu(grid, head.kernel_convs, kernel=3)
+    return F.conv2d(x, head.kernel_out.weight, head.kernel_out.bias, padding=1)
+
+
+def test_the_masks_equal_an_oracle_from_functional_calls_and_the_heads_weights() -> None:
+    """Cell (row, col)'s mask = the mask features (built by `_mask_features_by_hand`, then
+    resized bilinearly to the level's mask size) convolved with the kernel at (row, col)
+    of `_kernels_by_hand`'s map as a 1x1 weight, plus ``mask_bias``. The oracle calls
+    F.conv2d, F.group_norm, F.relu and F.interpolate on the head's parameters, none of
+    the head's own code, so a bug in any of its branches shows here."""
     model, cfg = _random_kernel_model()
     model.eval()
     head = model.head
+    assert cfg.strides[:4] == (8, 8, 16, 32)  # the octaves (0, 0, 1, 2) of the oracle
     with torch.no_grad():
         features = model.backbone(torch.randn(2, 3, *cfg.image_size))
         _, masks = head(features)
-        unified = head.mask_features(features[:4])  # (B, E, H_0, W_0) at stride 8
+        unified = _mask_features_by_hand(head, features)
         assert unified.shape == (2, cfg.kernel_channels, *cfg.feature_size(0))
         for level, (feature, s) in enumerate(zip(features, cfg.num_grids, strict=True)):
-            grid = F.interpolate(feature, size=(s, s), mode="bilinear", align_corners=False)
-            kernel_map = head.kernel_out(
-                head.kernel_convs(torch.cat([grid, coord_features(grid)], 1))
-            )
+            kernel_map = _kernels_by_hand(head, feature, s)
             resized = F.interpolate(unified, size=cfg.mask_size(level), mode="bilinear")
             for b, row, col in [(0, 0, 0), (1, 0, s - 1), (0, s - 1, 1), (1, s // 2, s // 3)]:
                 kernel = kernel_map[b, :, row, col].view(1, -1, 1, 1)  # (1, E, 1, 1)

@@ -1,13 +1,17 @@
 """The machinery every exercise check shares: run the learner's function, compare, explain.
 
-`run_check` runs the learner's function and the library's on the same `Case`s and
+`run_check` runs the library's function and the learner's on the same `Case`s and
 prints the first problem it finds: a wrong form (not a tensor, shape, dtype, NaN) with
 the expected one, or a wrong value with where it differs and, when the learner's values
-equal one of the exercise's known mistakes, that mistake's hint.
+equal one of the exercise's known mistakes, that mistake's hint. Every function gets
+its own deep copy of a case's arguments (`Case.arguments`): a learner's function that
+works in place (``scores.mul_(decay)``) changes neither the expected values nor the
+mistakes' results.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -22,6 +26,14 @@ class Case:
     description: str
     args: tuple
 
+    def arguments(self) -> tuple:
+        """A deep copy of `args` (tensors, arrays, lists, dicts), for one call.
+
+        Each function under test gets its own, so that one that modifies its inputs in
+        place cannot change what the next one is given.
+        """
+        return copy.deepcopy(self.args)
+
 
 def run_check(
     name: str,
@@ -32,7 +44,10 @@ def run_check(
     atol: float = 1e-5,
     form: str | None = None,
 ) -> Callable:
-    """Run `fn` and `reference` on `cases`; print the verdict; return the function to use.
+    """Run `reference` and `fn` on `cases`; print the verdict; return the function to use.
+
+    The reference runs first, and each call gets its own copy of the case's arguments
+    (`Case.arguments`), so that an in-place learner's function is judged on its result.
 
     `mistakes` maps a hint ("is alpha applied to the negatives?") to a wrong version of
     the reference; when the learner's result matches one (shape and values), its hint
@@ -40,8 +55,9 @@ def run_check(
     cell"); without it, a scalar or "the same shape as the input" is assumed.
     """
     for case in cases:
+        expected = reference(*case.arguments())
         try:
-            got = fn(*case.args)
+            got = fn(*case.arguments())
         except NotImplementedError:
             print(f"{name}: not attempted yet: the library's version is used below")
             return reference
@@ -51,7 +67,6 @@ def run_check(
                 "the library's version is used below"
             )
             return reference
-        expected = reference(*case.args)
         problem = form_problem(got, expected, form)
         if problem is not None and isinstance(got, Tensor):
             problem += mistake_hint(got, case, mistakes, atol)
@@ -101,7 +116,7 @@ def value_problem(got: Tensor, expected: Tensor) -> str:
 def mistake_hint(got: Tensor, case: Case, mistakes: dict[str, Callable], atol: float) -> str:
     """The hint of the first mistake whose result on `case` equals `got`, else ""."""
     for hint, wrong in mistakes.items():
-        candidate = wrong(*case.args)
+        candidate = wrong(*case.arguments())
         if candidate.shape == got.shape and torch.allclose(
             got.float(), candidate.float(), atol=atol
         ):

@@ -131,7 +131,7 @@ def check_coord_features(fn: Callable[[Tensor], Tensor]) -> Callable:
     cases = _coord_cases()
     for case in cases:
         try:
-            got = fn(*case.args)
+            got = fn(*case.arguments())
         except Exception:  # a stub or a crash: run_check below reports it
             break
         problem = _coord_form_problem(got, *case.args)
