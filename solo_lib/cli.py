@@ -21,20 +21,29 @@ The model's `SOLOConfig` is the single source of truth: the data module receives
 the same config, the trainer's ``max_epochs`` and the global seed are linked to it.
 With ``--ckpt_path`` (or ``--onnx``), the checkpoint (the ONNX file) fixes the network
 (`MODEL_FIELDS`) and the command line sets everything else: a longer schedule to resume,
-another score threshold to predict.
+another score threshold to predict. ``validate``, ``test`` and ``predict`` need a
+trained network: ``--ckpt_path`` (or ``predict --onnx``); without it they stop.
+
+Errors in what the user gave (a config value out of range, a data file of the wrong form,
+a missing file, a file that is not a checkpoint, a network field that contradicts the
+checkpoint: `REFUSALS`) are printed as one line, ``error: <message>``, on stderr, and
+the command exits with 2; other exceptions (bugs) keep their traceback. Set the
+environment variable ``SOLO_TRACEBACK=1`` for the traceback of a refusal too.
+``export`` exits with 1 when onnxruntime's probabilities differ from PyTorch's by more
+than `solo_lib.export.TOLERANCE`, and then leaves no file behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
 import time
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.cli import (
     ArgsType,
@@ -44,12 +53,82 @@ from pytorch_lightning.cli import (
 )
 from torch.utils.data import Subset
 
+from solo_lib.atomic import atomic_file
 from solo_lib.config import MODEL_FIELDS, SOLOConfig
-from solo_lib.data import SOLODataModule
+from solo_lib.data import DataFormatError, SOLODataModule
 from solo_lib.data_report import analyse_dataset, format_report
+from solo_lib.export import (
+    TOLERANCE,
+    OnnxSOLO,
+    export_onnx,
+    largest_difference,
+    read_checkpoint,
+    save_weights,
+)
 from solo_lib.hardware import fastest_precision
 from solo_lib.module import LitSOLO
 from solo_lib.prediction import PredictionWriter, ResultsWriter, write_predictions
+from solo_lib.schedule import TimeBudget, why_the_fit_ended
+
+
+class CommandError(Exception):
+    """A command stopped on purpose, with a message that says why: `main` prints the
+    message alone (no traceback) and exits with `exit_code`."""
+
+    exit_code = 1
+
+
+class UserInputError(CommandError, ValueError):
+    """What the user gave (an option, a config value, a file) cannot be used: a usage error,
+    exit code 2. A ValueError, as the checks it stands for (`user_input`) raise."""
+
+    exit_code = 2
+
+
+#: The exceptions `main` prints as one line without a traceback: refusals of the user's
+#: input (data files of the wrong form and missing files among them). Any other is a bug.
+REFUSALS = (CommandError, DataFormatError, FileNotFoundError)
+#: Set to 1 in the environment for the traceback of a refusal as well.
+TRACEBACK_VARIABLE = "SOLO_TRACEBACK"
+
+#: The subcommands that run a trained network, and what they say without ``--ckpt_path``:
+#: with the initial weights they would report an AP near 0 or no instance, as if that
+#: were the model's.
+NEEDS_CHECKPOINT = {
+    "validate": "validate needs --ckpt_path CKPT (a checkpoint written by fit): without "
+    "one it would evaluate the untrained network",
+    "test": "test needs --ckpt_path CKPT (a checkpoint written by fit): without one it "
+    "would evaluate the untrained network",
+    "predict": "predict needs --ckpt_path CKPT (a checkpoint written by fit) or --onnx FILE "
+    "(written by export): without either it would predict with the untrained network",
+}
+
+
+@contextlib.contextmanager
+def user_input(prefix: str = "") -> Iterator[None]:
+    """Re-raise the ValueErrors and FileNotFoundErrors of the block as `UserInputError`,
+    their message after `prefix` (the option that gave the value, e.g. ``"--ckpt_path "``).
+
+    For checks of the user's values in code that raises plain ValueErrors (`SOLOConfig`,
+    `SOLODataModule`, `OnnxSOLO`, `read_checkpoint`): only around them, so that a
+    ValueError of a bug elsewhere keeps its traceback.
+    """
+    try:
+        yield
+    except UserInputError:
+        raise
+    except (ValueError, FileNotFoundError) as err:
+        raise UserInputError(f"{prefix}{err}") from err
+
+
+def described_objects(config: Mapping[str, Any]) -> tuple[SOLOConfig, SOLODataModule]:
+    """The `SOLOConfig` and the data module that the parsed options `config` describe
+    (``model.config``, ``data``); their checks' errors are the user's (`user_input`)."""
+    with user_input("model.config: "):
+        cfg = SOLOConfig(**config["model"]["config"].as_dict())
+    with user_input("data: "):
+        data = SOLODataModule(cfg, **config["data"].as_dict())
+    return cfg, data
 
 
 class RunConfigCallback(SaveConfigCallback):
@@ -75,7 +154,12 @@ class SOLOCLI(LightningCLI):
         parser.link_arguments(
             "model", "data.config", apply_on="instantiate", compute_fn=lambda model: model.cfg
         )
-        parser.link_arguments("model.config.max_epochs", "trainer.max_epochs")
+        # None (a time budget without a cap) is Lightning's -1, no limit: its None is 1000.
+        parser.link_arguments(
+            "model.config.max_epochs",
+            "trainer.max_epochs",
+            compute_fn=lambda epochs: -1 if epochs is None else epochs,
+        )
         parser.link_arguments("model.config.seed", "seed_everything")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
@@ -91,13 +175,18 @@ class SOLOCLI(LightningCLI):
         ``--model.config.score_threshold`` (to predict) given with a checkpoint were
         silently replaced. Here only `MODEL_FIELDS` come from the checkpoint, and one
         given on the command line with another value stops the run, naming both values.
+        A missing file or one that is not a checkpoint stops it here, before any data
+        is read (`read_checkpoint`); so do `NEEDS_CHECKPOINT` without one.
         """
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if not ckpt_path or not Path(ckpt_path).is_file():
+        if not ckpt_path:
+            if subcommand in NEEDS_CHECKPOINT:
+                raise UserInputError(NEEDS_CHECKPOINT[subcommand])
             return
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        stored = checkpoint.get("hyper_parameters", {}).get("config")
+        with user_input("--ckpt_path "):
+            checkpoint = read_checkpoint(ckpt_path)
+        stored = checkpoint["hyper_parameters"].get("config")
         if not stored:
             return
         take_network_fields(
@@ -106,6 +195,12 @@ class SOLOCLI(LightningCLI):
             self._given_fields,
             ("the checkpoint", ckpt_path),
         )
+
+    def instantiate_classes(self) -> None:
+        """Lightning's, once `described_objects` has checked the config and the data
+        options: their errors are then the user's, without a traceback."""
+        described_objects(self.config[self.subcommand] if self.subcommand else self.config)
+        super().instantiate_classes()
 
     def before_instantiate_classes(self) -> None:
         """``trainer.precision: null`` (the cpu preset's) becomes this machine's fastest
@@ -125,30 +220,36 @@ class SOLOCLI(LightningCLI):
 
     def after_fit(self) -> None:
         """Print what was trained (epochs, steps, minutes, budget), the validation mask AP
-        and where the checkpoints are."""
-        trainer = self.trainer
+        and the epoch it belongs to, what ended the run when it was not the plan or the
+        budget, and where the checkpoints are."""
+        trainer, model = self.trainer, self.model
         if not trainer.is_global_zero:
             return
         metrics = trainer.callback_metrics
         minutes = (time.monotonic() - self._fit_start) / 60
-        budget = self.model.cfg.time_budget_min
+        steps_now = trainer.global_step - model.first_step
         lines = [
-            f"trained {trainer.current_epoch} epochs ({trainer.global_step} steps) in "
-            f"{minutes:.1f} min" + (f" (time budget {budget:g} min)" if budget is not None else "")
+            f"trained {trainer.current_epoch} epochs ({trainer.global_step} steps); this run: "
+            f"{steps_now} steps in {minutes:.1f} min"
         ]
-        if "val/AP" in metrics:
+        if model.map_epoch is not None and "val/AP" in metrics:
             lines.append(
                 f"validation mask AP {float(metrics['val/AP']):.3f}, "
                 f"AP50 {float(metrics['val/AP50']):.3f}, AP75 {float(metrics['val/AP75']):.3f} "
-                f"(epoch {trainer.current_epoch - 1})"
+                f"(epoch {model.map_epoch})"
             )
-        checkpoint = trainer.checkpoint_callback
-        if checkpoint is not None and checkpoint.best_model_path:
-            score = checkpoint.best_model_score
-            scored = f" (val/AP {float(score):.3f})" if score is not None else ""
-            lines.append(f"best checkpoint: {checkpoint.best_model_path}{scored}")
-        if checkpoint is not None and checkpoint.last_model_path:
-            lines.append(f"last checkpoint: {checkpoint.last_model_path}")
+        budget = next((c for c in trainer.callbacks if isinstance(c, TimeBudget)), None)
+        lines += why_the_fit_ended(trainer, budget, steps_now)
+        for checkpoint in trainer.checkpoint_callbacks:
+            if checkpoint.monitor is not None and checkpoint.best_model_path:
+                score = checkpoint.best_model_score
+                scored = f" ({checkpoint.monitor} {float(score):.3f})" if score is not None else ""
+                lines.append(f"best checkpoint: {checkpoint.best_model_path}{scored}")
+            last = checkpoint.last_model_path or (
+                checkpoint.best_model_path if checkpoint.monitor is None else ""
+            )
+            if last:
+                lines.append(f"last checkpoint: {last}")
         print("\n".join(lines), flush=True)
 
 
@@ -158,7 +259,8 @@ EXTRA_HELP = (
     "object sizes, cells and mask pixels of the data set under the config, and proposes an "
     "input size and grids (solo_lib/data_report.py). export: python -m solo_lib export "
     "--ckpt_path CKPT --output model.onnx [--dynamic_batch] writes the network as ONNX "
-    "(solo_lib/export.py). predict --onnx model.onnx [--config FILE] [--data.* ...] "
+    "(solo_lib/export.py), or nothing and exits with 1 when onnxruntime differs from PyTorch "
+    f"by more than {TOLERANCE:.0e}. predict --onnx model.onnx [--config FILE] [--data.* ...] "
     "[--predict_output.* ...] predicts with onnxruntime instead of --ckpt_path."
 )
 
@@ -186,8 +288,8 @@ def take_network_fields(
     config; the other fields stay as parsed.
 
     A network field `given` on the command line with another value than the stored one
-    is an error that names both values and `source` (what, where: ``("the checkpoint",
-    path)``): the network cannot run with it.
+    is an error (`UserInputError`) that names both values and `source` (what, where:
+    ``("the checkpoint", path)``): the network cannot run with it.
     """
     what, where = source
     for field in MODEL_FIELDS:
@@ -195,7 +297,7 @@ def take_network_fields(
             continue
         value, trained = _plain(config[field]), _plain(stored[field])
         if field in given and value != trained:
-            raise ValueError(
+            raise UserInputError(
                 f"--model.config.{field} {value} conflicts with {what} {where}, "
                 f"whose network was trained with {field} {trained}; leave it out to use "
                 f"{what}'s"
@@ -243,8 +345,7 @@ class AnalyseCLI(TrainerlessCLI):
     def instantiate_classes(self) -> None:
         """The data module with its `SOLOConfig` only: no network (nor weights to load), no
         trainer."""
-        cfg = SOLOConfig(**self.config["model"]["config"].as_dict())
-        self.datamodule = SOLODataModule(cfg, **self.config["data"].as_dict())
+        _, self.datamodule = described_objects(self.config)
         self.model = self.trainer = None
 
 
@@ -261,12 +362,13 @@ def analyse(args: list[str]) -> None:
     else:
         data.setup()
         dataset = data.val_dataset
-    report = analyse_dataset(
-        dataset,
-        data.config,
-        proposal_images=cli.config["proposal_images"],
-        min_mask_pixels=cli.config["min_mask_pixels"],
-    )
+    with user_input():  # a data set without objects
+        report = analyse_dataset(
+            dataset,
+            data.config,
+            proposal_images=cli.config["proposal_images"],
+            min_mask_pixels=cli.config["min_mask_pixels"],
+        )
     split = "validation split" if cli.config["split"] == "val" else "all images"
     print(f"{split}: ", end="")
     print(format_report(report))
@@ -276,30 +378,37 @@ def analyse(args: list[str]) -> None:
 def export(args: list[str]) -> None:
     """`python -m solo_lib export --ckpt_path CKPT --output model.onnx [--dynamic_batch]`:
     the network as ONNX (`solo_lib.export`), checked against PyTorch on one image, and
-    its weights alone beside it (``model.weights.ckpt``)."""
-    import argparse
+    its weights alone beside it (``model.weights.ckpt``).
 
-    from solo_lib.export import OnnxSOLO, export_onnx, save_weights
+    Both files are written under temporary names and moved into place only once the
+    check passes: above `TOLERANCE` the command stops (`CommandError`) and leaves neither.
+    """
+    import argparse
 
     parser = argparse.ArgumentParser(prog="python -m solo_lib export", description=export.__doc__)
     parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by fit")
     parser.add_argument("--output", required=True, help="the ONNX file to write")
     parser.add_argument("--dynamic_batch", action="store_true", help="a free batch dimension")
     options = parser.parse_args(args)
-    if not Path(options.ckpt_path).is_file():
-        parser.error(f"--ckpt_path {options.ckpt_path}: no such file")
+    with user_input("--ckpt_path "):
+        read_checkpoint(options.ckpt_path)
     model = LitSOLO.load_from_checkpoint(options.ckpt_path, map_location="cpu", weights_only=True)
     network = model.model.eval()
-    path = export_onnx(network, options.output, dynamic_batch=options.dynamic_batch)
-    weights = save_weights(options.ckpt_path, path.with_suffix(".weights.ckpt"))
-    images = torch.randn(1, 3, *network.cfg.image_size, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        expected = torch.cat([p.flatten() for p in sum(network(images).probabilities(), [])])
-    got = torch.cat([p.flatten() for p in sum(OnnxSOLO(path).probabilities(images), [])])
+    path = Path(options.output)
+    with atomic_file(path) as unchecked:
+        export_onnx(network, unchecked, dynamic_batch=options.dynamic_batch)
+        difference = largest_difference(network, unchecked)
+        if not difference <= TOLERANCE:  # NaN too
+            raise CommandError(
+                f"onnxruntime's probabilities differ from PyTorch's by up to {difference:.1e} "
+                f"on a random image, above the tolerance {TOLERANCE:.0e}: the export computes "
+                f"another network; {path} and its weights were not written"
+            )
+        weights = save_weights(options.ckpt_path, path.with_suffix(".weights.ckpt"))
     print(
         f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and {weights} "
         f"({weights.stat().st_size / 1e6:.1f} MB); onnxruntime against PyTorch on a random "
-        f"image: largest difference {float((got - expected).abs().max()):.1e}",
+        f"image: largest difference {difference:.1e} (tolerance {TOLERANCE:.0e})",
         flush=True,
     )
 
@@ -331,17 +440,17 @@ class OnnxPredictCLI(TrainerlessCLI):
     def instantiate_classes(self) -> None:
         """The network from the ONNX file; the config of the file's network with the
         command line's other fields, as ``--ckpt_path`` gives it (`take_network_fields`)."""
-        from solo_lib.export import OnnxSOLO
-
-        self.runtime = OnnxSOLO(self.config["onnx"])
-        config = self.config["model"]["config"]
+        with user_input("--onnx "):
+            self.runtime = OnnxSOLO(self.config["onnx"])
         stored = dataclasses.asdict(self.runtime.cfg)
         take_network_fields(
-            config, stored, self._given_fields, ("the ONNX file", self.config["onnx"])
+            self.config["model"]["config"],
+            stored,
+            self._given_fields,
+            ("the ONNX file", self.config["onnx"]),
         )
-        cfg = SOLOConfig(**config.as_dict())
-        self.runtime.cfg = cfg  # the same network fields; post-processing reads the others
-        self.datamodule = SOLODataModule(cfg, **self.config["data"].as_dict())
+        # the same network fields; post-processing reads the others
+        self.runtime.cfg, self.datamodule = described_objects(self.config)
         self.writer = ResultsWriter(**self.config["predict_output"].as_dict())
         self.model = self.trainer = None
 
@@ -363,7 +472,27 @@ def predict_onnx(args: list[str]) -> None:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Run the command line with `args` (default: sys.argv); ``analyse``, ``export`` and
+    """Run the command line with `args` (default: sys.argv).
+
+    A refusal (`REFUSALS`) is printed as ``error: <message>`` on stderr, without its
+    traceback unless ``SOLO_TRACEBACK=1``, and exits (SystemExit) with its exit code:
+    2 for the user's input, 1 for an export that fails its check.
+    """
+    try:
+        run_command(args)
+    except REFUSALS as err:
+        if os.environ.get(TRACEBACK_VARIABLE, "0") not in ("", "0"):
+            raise
+        print(
+            f"error: {err} (set {TRACEBACK_VARIABLE}=1 for the traceback)",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(getattr(err, "exit_code", UserInputError.exit_code)) from None
+
+
+def run_command(args: list[str] | None = None) -> None:
+    """Run the command of `args` (default: sys.argv): ``analyse``, ``export`` and
     ``predict --onnx`` are ours, the rest LightningCLI's."""
     argv = sys.argv[1:] if args is None else list(args)
     if argv[:1] == ["analyse"]:

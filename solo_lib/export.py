@@ -9,7 +9,10 @@ the graph: it is data-dependent control flow that ONNX exporters handle poorly, 
 `solo_lib.postprocess` already runs it on any probabilities, so `OnnxSOLO.predict`
 applies the very same code to onnxruntime's outputs. The config travels inside the
 ONNX file (metadata ``solo_config``, JSON), so the file alone is enough to predict:
-``python -m solo_lib predict --onnx model.onnx`` does (`solo_lib.cli`).
+``python -m solo_lib predict --onnx model.onnx`` does (`solo_lib.cli`). ``python -m
+solo_lib export`` keeps a file only when onnxruntime computes PyTorch's probabilities to
+`TOLERANCE` (`largest_difference`), and reads checkpoints with `read_checkpoint`, which
+names a file that is not one.
 
 There is no float16 export: onnxruntime's CPU provider ran a float16 graph of the cpu
 preset no faster than the float32 one (144 against 137 ms, one thread), so it would
@@ -22,6 +25,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +38,11 @@ from solo_lib.model import SOLO
 #: ONNX opset of the exported graph (onnxruntime 1.17 and later run it).
 OPSET = 18
 CONFIG_KEY = "solo_config"
+#: What a checkpoint written by `fit` holds and `read_checkpoint` requires.
+CHECKPOINT_KEYS = ("state_dict", "hyper_parameters")
+#: Largest difference of probabilities between onnxruntime and PyTorch that an export may
+#: show (`largest_difference`); the parity tests (tests/test_export.py) hold it too.
+TOLERANCE = 1e-4
 
 
 def output_names(cfg: SOLOConfig) -> list[str]:
@@ -87,6 +96,34 @@ def export_onnx(
     return path
 
 
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint at `path`, loaded as `fit` writes them (``weights_only``: no code runs).
+
+    A file that is not one fails deep in the unpickler (a text file: ``KeyError: 101``):
+    here it is a ValueError that names the file, and a missing file a FileNotFoundError.
+    A checkpoint needs the network's weights and its config (`CHECKPOINT_KEYS`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file; expected a checkpoint written by fit")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # the unpickler's: KeyError, UnpicklingError, EOFError, ...
+        reason = str(err).partition("\n")[0]  # weights_only's refusals run to paragraphs
+        raise ValueError(
+            f"{path} is not a checkpoint written by fit (torch.load cannot read it: "
+            f"{type(err).__name__}: {reason})"
+        ) from err
+    if not isinstance(checkpoint, dict):
+        raise ValueError(
+            f"{path} is not a checkpoint written by fit (a {type(checkpoint).__name__}, not a dict)"
+        )
+    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
+    if missing:
+        raise ValueError(f"{path} is not a checkpoint written by fit (no {missing})")
+    return checkpoint
+
+
 def save_weights(checkpoint_path: str | os.PathLike, path: str | os.PathLike) -> Path:
     """A checkpoint of the network alone, fit for sharing: its weights and its config.
 
@@ -94,17 +131,29 @@ def save_weights(checkpoint_path: str | os.PathLike, path: str | os.PathLike) ->
     loads as they do, with ``LitSOLO.load_from_checkpoint(path, weights_only=True)``
     or ``--ckpt_path``, and is written atomically.
     """
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    keep = ("state_dict", "hyper_parameters", "pytorch-lightning_version")
-    missing = [key for key in keep[:2] if key not in checkpoint]
-    if missing:
-        raise ValueError(f"{checkpoint_path}: not a SOLO training checkpoint (no {missing})")
+    checkpoint = read_checkpoint(checkpoint_path)
+    keep = (*CHECKPOINT_KEYS, "pytorch-lightning_version")
     weights = {key: checkpoint[key] for key in keep if key in checkpoint}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as tmp:
         torch.save(weights, tmp)
     return path
+
+
+def largest_difference(model: SOLO, path: str | os.PathLike) -> float:
+    """The largest difference between the probabilities (category and mask, every level)
+    of `model` (in eval mode) and of its ONNX file at `path`, on one random image.
+
+    ``python -m solo_lib export`` refuses an export above `TOLERANCE`: an exporter or
+    runtime that computes another network must not leave a file behind.
+    """
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(1, 3, *model.cfg.image_size, generator=generator)
+    with torch.no_grad():
+        expected = torch.cat([p.flatten() for p in sum(model(images).probabilities(), [])])
+    got = torch.cat([p.flatten() for p in sum(OnnxSOLO(path).probabilities(images), [])])
+    return float((got - expected).abs().max())
 
 
 class OnnxSOLO:

@@ -104,8 +104,8 @@ class LitSOLO(pl.LightningModule):
     ``val/AP_<class name>``, and ``time/minutes`` since training started; ``test/...``
     the same for `trainer.test`. In training, mask mAP is computed on the epochs
     `solo_lib.schedule.maps_epoch` names: 0, k, 2k, ... for k =
-    ``config.map_every_n_epochs``, the last, and the first of a resumed run, so that a
-    checkpoint callback that monitors ``val/AP`` finds a value from the first
+    ``config.map_every_n_epochs``, the last, and the first validation of a resumed run,
+    so that a checkpoint callback that monitors ``val/AP`` finds a value from the first
     validation on. `trainer.validate` and `trainer.test` always compute it.
     """
 
@@ -120,8 +120,9 @@ class LitSOLO(pl.LightningModule):
         self.evaluator = MaskEvaluator(self.cfg.class_names)
         self.map_epoch: int | None = None
         """The epoch of the last mask AP logged in `fit` (None before the first)."""
-        self.first_epoch = 0
-        """The epoch this process started training at: 0, or where a resumed run goes on."""
+        self.first_step = 0
+        """The optimiser step this process started training at: 0, or where a run resumed."""
+        self._validated = False  # this process has validated in `fit` (AP is forced before)
 
     def forward(self, images: Tensor) -> SOLOOutput:
         return self.model(images)
@@ -173,12 +174,17 @@ class LitSOLO(pl.LightningModule):
         (With a budget, `TimeBudget` owns the number of epochs and the schedule's end.)
         """
         self._train_start = time.monotonic()
-        self.first_epoch = self.current_epoch
+        self.first_step = self.global_step
+        self._validated = False
         epochs = self.trainer.max_epochs
         if self.cfg.time_budget_min is not None or epochs is None or epochs < 1:
             return
         steps = optimizer_steps_per_epoch(self.trainer)
-        if end_schedule_at(self.trainer, epochs * steps) and self.trainer.is_global_zero:
+        milestones = tuple(m * steps for m in self.cfg.lr_milestones)
+        if (
+            end_schedule_at(self.trainer, epochs * steps, milestones)
+            and self.trainer.is_global_zero
+        ):
             print(
                 f"resumed at epoch {self.current_epoch}: the learning-rate schedule now ends "
                 f"with epoch {epochs} (step {epochs * steps})",
@@ -197,7 +203,8 @@ class LitSOLO(pl.LightningModule):
             return True
         planned = self.trainer.max_epochs
         last = planned - 1 if planned is not None and planned > 0 else None
-        return maps_epoch(self.current_epoch, last, self.cfg.map_every_n_epochs, self.first_epoch)
+        first = not self._validated
+        return maps_epoch(self.current_epoch, last, self.cfg.map_every_n_epochs, first)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluation_step(batch, batch_idx, "val")
@@ -207,6 +214,8 @@ class LitSOLO(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_map("val")
+        if self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking:
+            self._validated = True
 
     def on_test_epoch_end(self) -> None:
         self._log_map("test")

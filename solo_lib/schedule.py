@@ -88,11 +88,15 @@ def optimizer_steps_per_epoch(trainer: pl.Trainer) -> int:
     return max(math.ceil(batches / trainer.accumulate_grad_batches), 1)
 
 
-def end_schedule_at(trainer: pl.Trainer, total_steps: int) -> bool:
+def end_schedule_at(
+    trainer: pl.Trainer, total_steps: int, milestones: tuple[int, ...] | None = None
+) -> bool:
     """Stretch every `LRSchedule` of `trainer` to end at optimiser step `total_steps`.
 
-    The rate of the next step was set on the old curve: it is set again on the new one.
-    Returns whether any schedule changed.
+    The milestones keep their fractions of the run (a time budget's plan), or become
+    `milestones` when given (a run resumed with another ``max_epochs``: milestones are
+    epochs, wherever the run ends). The rate of the next step was set on the old curve:
+    it is set again on the new one. Returns whether any schedule changed.
     """
     changed = False
     for config in trainer.lr_scheduler_configs:
@@ -100,11 +104,16 @@ def end_schedule_at(trainer: pl.Trainer, total_steps: int) -> bool:
         lambdas = getattr(scheduler, "lr_lambdas", [])
         if not lambdas or not all(isinstance(f, LRSchedule) for f in lambdas):
             continue
-        if all(schedule.total_steps == total_steps for schedule in lambdas):
+        if all(
+            schedule.total_steps == total_steps and milestones in (None, schedule.milestones)
+            for schedule in lambdas
+        ):
             continue
         changed = True
         for schedule in lambdas:
             schedule.stretch(total_steps)
+            if milestones is not None:
+                schedule.milestones = tuple(milestones)
         for group, base, schedule in zip(
             scheduler.optimizer.param_groups, scheduler.base_lrs, lambdas, strict=True
         ):
@@ -113,15 +122,17 @@ def end_schedule_at(trainer: pl.Trainer, total_steps: int) -> bool:
     return changed
 
 
-def maps_epoch(epoch: int, last_epoch: int | None, every: int, first_epoch: int = 0) -> bool:
+def maps_epoch(
+    epoch: int, last_epoch: int | None, every: int, first_validation: bool = False
+) -> bool:
     """Whether validation after training epoch `epoch` computes mask AP in a fit.
 
     Epochs 0, k, 2k, ... (k = `every`), the last epoch of the plan (`last_epoch`, None
     while there is none), so that a run always ends with the AP of its final weights,
-    and the first epoch a process trains (`first_epoch`), so that a resumed run has AP
-    from its first validation on (a checkpoint callback that monitors it finds it).
+    and the first validation of a process (`first_validation`), so that a resumed run
+    has AP from its first validation on (a checkpoint callback that monitors it finds it).
     """
-    return epoch % every == 0 or epoch == last_epoch or epoch == first_epoch
+    return epoch % every == 0 or epoch == last_epoch or first_validation
 
 
 @dataclass
@@ -246,6 +257,9 @@ class TimeBudget(pl.Callback):
         self._saved: dict | None = None
         self._process_start: float | None = None
         self._epoch_start = self._val_start = 0.0
+        self._validated = False  # this process has validated once (AP is forced before)
+        self._whole_epoch = False  # this epoch's training started at its first batch here
+        self._val_maps = False  # this epoch's validation computes mask AP
         self._first_epoch = 0
         self._planned_epoch: int | None = None
 
@@ -263,20 +277,32 @@ class TimeBudget(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._process_start = time.monotonic()
         self._first_epoch = trainer.current_epoch
+        self._validated = False
         if self._saved is None:  # a new run: the budget decides, after epoch 0
             trainer.fit_loop.max_epochs = -1 if self.max_epochs is None else self.max_epochs
             return
         self._resume(trainer)
 
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Stop the clock: what follows training (the summary, tests) is not training time."""
+        self.spent_before_s, self._process_start = self.spent_s(), None
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_start = self._val_start = time.monotonic()
+        self._whole_epoch = self._val_maps = False
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: object, batch_idx: int
+    ) -> None:
+        if batch_idx == 0:  # not an epoch resumed in its middle: its times are whole
+            self._whole_epoch = True
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        self._val_start = time.monotonic()
-        if self.history and not self.fixed:  # costs are known: plan before this validation
-            epoch = trainer.current_epoch
+        self._val_start, epoch = time.monotonic(), trainer.current_epoch
+        first = not self._validated
+        if self.history and self._whole_epoch and not self.fixed:  # plan before validating
             training = EpochTime(
                 epoch=epoch,
                 train_s=self._val_start - self._epoch_start,
@@ -284,19 +310,25 @@ class TimeBudget(pl.Callback):
                 mask_ap=False,
                 first_of_process=epoch == self._first_epoch,
             )
-            forced = maps_epoch(epoch, None, self.map_every, self._first_epoch)
+            forced = maps_epoch(epoch, None, self.map_every, first)
             self._planned_epoch = epoch
             self._plan(trainer, done=epoch + 1, pending=forced, training=training)
+        planned = trainer.fit_loop.max_epochs
+        last = planned - 1 if planned > 0 else None
+        self._val_maps = maps_epoch(epoch, last, self.map_every, first)
+        self._validated = True
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._whole_epoch:  # resumed at its end or in its middle: nothing to time
+            return
         now, epoch = time.monotonic(), trainer.current_epoch
         validated = self._val_start > self._epoch_start
         self.history.append(
             EpochTime(
                 epoch=epoch,
                 train_s=(self._val_start if validated else now) - self._epoch_start,
-                val_s=now - self._val_start if validated else 0.0,
-                mask_ap=validated and self._maps(trainer, epoch),
+                val_s=now - self._val_start if validated else None,
+                mask_ap=validated and self._val_maps,
                 first_of_process=epoch == self._first_epoch,
             )
         )
@@ -304,9 +336,6 @@ class TimeBudget(pl.Callback):
             self._plan(trainer, done=epoch + 1, pending=None)
 
     # --- planning ------------------------------------------------------------
-    def _maps(self, trainer: pl.Trainer, epoch: int) -> bool:
-        last = trainer.fit_loop.max_epochs - 1 if trainer.fit_loop.max_epochs != -1 else None
-        return maps_epoch(epoch, last, self.map_every, self._first_epoch)
 
     def _plan(
         self,
@@ -361,7 +390,10 @@ class TimeBudget(pl.Callback):
     def _resume(self, trainer: pl.Trainer) -> None:
         """Go on with a run restored from a checkpoint: the same plan, or a new one asked for."""
         saved, done = self._saved, trainer.current_epoch
-        spent = f"resumed at epoch {done} after {self.spent_before_s / 60:.1f} min of training"
+        spent = (
+            f"resumed at step {trainer.global_step} (epoch {done}) after "
+            f"{self.spent_before_s / 60:.1f} min of training"
+        )
         say = print if trainer.is_global_zero else (lambda *args, **kwargs: None)
         if saved["max_epochs"] != self.max_epochs and saved["minutes"] == self.minutes:
             if self.max_epochs is not None:  # a number of epochs asked for: train to it
@@ -418,12 +450,12 @@ class TimeBudget(pl.Callback):
 def why_the_fit_ended(trainer: pl.Trainer, budget: TimeBudget | None, trained: int) -> list[str]:
     """The closing lines of a fit that say what set its length, and the flag that changes it.
 
-    `trained` is the number of epochs this process trained. A limit that ended the run
+    `trained` is the number of optimiser steps this process took. A limit that ended the run
     before its plan or its budget (a cap, ``max_steps``, ``should_stop``) is named with
     the flag that lifts it, so that a short run is never silently short.
     """
     planned, done = trainer.fit_loop.max_epochs, trainer.current_epoch
-    lines = []
+    lines, early = [], True
     if trained == 0:
         lines.append(
             f"nothing to train: the run had already trained the {done} epochs it was to train; "
@@ -440,7 +472,9 @@ def why_the_fit_ended(trainer: pl.Trainer, budget: TimeBudget | None, trained: i
             f"the run stopped after {done} of its {planned} planned epochs (trainer.should_stop: "
             "--trainer.max_time or an early-stopping callback)"
         )
-    if budget is None or trained == 0:
+    else:
+        early = False
+    if budget is None or trained == 0 or early:
         return lines
     if budget.fixed:
         lines.append(

@@ -17,7 +17,7 @@ import yaml
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from solo_lib.data import CIS680Dataset, write_coco_dataset, write_dataset
+from solo_lib.data import CIS680Dataset, SOLODataModule, write_coco_dataset, write_dataset
 from solo_lib.module import LitSOLO
 from solo_lib.paths import REPO_ROOT
 from solo_lib.seeding import seed_everything
@@ -59,7 +59,31 @@ def _finish(proc: subprocess.Popen, timeout: float = 300) -> str:
     return out
 
 
+#: Thresholds at which a network trained for an epoch or not at all predicts instances:
+#: its scores and masks are still near the 0.01 prior.
+EAGER = {"score_threshold": 0.0, "mask_threshold": 0.005, "update_threshold": 0.0}
+EAGER_ARGS = [f"--model.config.{field}={value}" for field, value in EAGER.items()]
+
+
+def _predicted_in_process(checkpoint: Path, data_dir: Path, max_images: int) -> dict[int, dict]:
+    """The instances that `SOLO.predict` of `checkpoint` gives, with `EAGER` thresholds, on
+    the validation split of the first `max_images` images of `data_dir`, by image id."""
+    network = LitSOLO.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True).model
+    network.cfg = network.cfg.replace(**EAGER)
+    data = SOLODataModule(network.cfg, root=str(data_dir), max_images=max_images)
+    data.setup("predict")
+    predicted = {}
+    with torch.no_grad():
+        for images, targets in data.predict_dataloader():
+            instances = network.predict(images, targets)
+            for target, found in zip(targets, instances, strict=True):
+                predicted[int(target["image_id"])] = found
+    return predicted
+
+
 def test_main_job_prints_mask_ap_and_checkpoint(tmp_path, tiny_config, tiny_data_dir):
+    from test_prediction import assert_results_match
+
     cfg = tiny_config.replace(max_epochs=1)
     config = _write_config(tmp_path, cfg, tiny_data_dir)
     out = _finish(_solo("fit", "--config", str(config)))
@@ -69,6 +93,7 @@ def test_main_job_prints_mask_ap_and_checkpoint(tmp_path, tiny_config, tiny_data
     checkpoint = torch.load(best, map_location="cpu", weights_only=True)
     assert checkpoint["hyper_parameters"]["config"]["name"] == "tiny"
 
+    # predict writes the instances that the checkpoint's network predicts in this process
     out_dir = tmp_path / "predictions"
     predict = _solo(
         "predict",
@@ -77,10 +102,13 @@ def test_main_job_prints_mask_ap_and_checkpoint(tmp_path, tiny_config, tiny_data
         "--ckpt_path",
         str(best),
         "--data.max_images=4",
+        *EAGER_ARGS,
         f"--predict_output.output_dir={out_dir}",
     )
     assert "results.json" in _finish(predict)
-    assert isinstance(json.loads((out_dir / "results.json").read_text()), list)
+    results = json.loads((out_dir / "results.json").read_text())
+    assert len(results) > 5, "at these thresholds the network predicts instances"
+    assert_results_match(results, _predicted_in_process(best, tiny_data_dir, max_images=4))
     assert len(list((out_dir / "overlays").glob("*.png"))) == 1  # the validation split of 4
 
     # export: the ONNX file, checked against PyTorch, and the weights alone, which predict
@@ -100,6 +128,7 @@ def test_main_job_prints_mask_ap_and_checkpoint(tmp_path, tiny_config, tiny_data
             "--ckpt_path",
             str(weights),
             "--data.max_images=4",
+            *EAGER_ARGS,
             f"--predict_output.output_dir={again}",
         )
     )
@@ -188,20 +217,35 @@ def test_two_process_ddp_on_cpu_ends_with_identical_weights(tmp_path, tiny_confi
 def test_ddp_predict_writes_one_results_file_equal_to_a_single_process_run(
     tmp_path, tiny_config, tiny_data_dir
 ):
-    # Untrained weights (seeded, so the same in both runs): keep every cell and score;
-    # untrained masks sit at the prior 0.01, so a mask threshold below it keeps them.
+    # A checkpoint of untrained weights: keep every cell and score; untrained masks sit
+    # at the prior 0.01, so a mask threshold below it keeps them.
     # 3 validation images on 2 ranks: the sampler repeats one, which must count once.
+    from test_export import write_checkpoint
+
     cfg = tiny_config.replace(
         score_threshold=0.0, mask_threshold=0.005, update_threshold=0.0, val_fraction=0.25
     )
     config = _write_config(tmp_path, cfg, tiny_data_dir)
+    seed_everything(cfg.seed)
+    checkpoint = str(write_checkpoint(LitSOLO(cfg), tmp_path / "untrained.ckpt"))
     single, ddp = tmp_path / "single", tmp_path / "ddp"
-    _finish(_solo("predict", "--config", str(config), f"--predict_output.output_dir={single}"))
+    _finish(
+        _solo(
+            "predict",
+            "--config",
+            str(config),
+            "--ckpt_path",
+            checkpoint,
+            f"--predict_output.output_dir={single}",
+        )
+    )
     out = _finish(
         _solo(
             "predict",
             "--config",
             str(config),
+            "--ckpt_path",
+            checkpoint,
             "--trainer.accelerator=cpu",
             "--trainer.strategy=ddp",
             "--trainer.devices=2",
@@ -234,7 +278,7 @@ def _parsed_with_checkpoint(tmp_path, monkeypatch, stored, yaml_cfg, data_dir, *
     from solo_lib.data import SOLODataModule
 
     ckpt = tmp_path / "stored.ckpt"
-    torch.save({"hyper_parameters": {"config": dataclasses.asdict(stored)}}, ckpt)
+    torch.save({"state_dict": {}, "hyper_parameters": {"config": dataclasses.asdict(stored)}}, ckpt)
     config = _write_config(tmp_path, yaml_cfg, data_dir)
     monkeypatch.setattr(SOLOCLI, "_run_subcommand", lambda self, subcommand: None)
     cli = SOLOCLI(
@@ -399,23 +443,14 @@ def test_predict_onnx_writes_the_instances_of_predict_ckpt_path(
     (test_export.scoring_model), so post-processing has real work; the ONNX graph has the
     default fixed batch of 1, the config a batch of 2."""
     import pycocotools.mask as mask_utils
-    import pytorch_lightning as pl
-    from test_export import scoring_model
+    from test_export import scoring_model, write_checkpoint
 
     from solo_lib.export import export_onnx
 
     cfg = tiny_config.replace(channels_last=False)
     lit = LitSOLO(cfg)
     lit.model.load_state_dict(scoring_model(cfg).state_dict())
-    checkpoint = tmp_path / "random.ckpt"
-    torch.save(
-        {
-            "state_dict": lit.state_dict(),
-            "hyper_parameters": dict(lit.hparams),
-            "pytorch-lightning_version": pl.__version__,
-        },
-        checkpoint,
-    )
+    checkpoint = write_checkpoint(lit, tmp_path / "random.ckpt")
     onnx_file = export_onnx(lit.model.eval(), tmp_path / "random.onnx")
     config = _write_config(tmp_path, cfg, tiny_data_dir)
     torch_dir, onnx_dir = tmp_path / "torch", tmp_path / "onnx"
@@ -498,9 +533,11 @@ def test_predict_refuses_onnx_and_ckpt_path_together(tmp_path, capsys):
     assert "--onnx m.onnx and --ckpt_path best.ckpt: give one" in err
 
 
-def test_predict_onnx_names_a_file_that_is_not_a_solo_export(tmp_path):
+def test_predict_onnx_names_a_file_that_is_not_a_solo_export(tmp_path, capsys):
     from solo_lib.cli import main
 
     (tmp_path / "notes.onnx").write_text("not a model")
-    with pytest.raises(ValueError, match=r"notes\.onnx: not an ONNX model"):
+    with pytest.raises(SystemExit) as exit_info:
         main(["predict", "--onnx", str(tmp_path / "notes.onnx")])
+    assert exit_info.value.code == 2
+    assert f"error: --onnx {tmp_path / 'notes.onnx'}: not an ONNX model" in capsys.readouterr().err

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+from pathlib import Path
 
 import onnx
 import pytest
@@ -12,7 +14,7 @@ from onnx import TensorProto, helper
 
 from solo_lib.config import SOLOConfig
 from solo_lib.data import SOLODataModule
-from solo_lib.export import OnnxSOLO, export_onnx, output_names, save_weights
+from solo_lib.export import TOLERANCE, OnnxSOLO, export_onnx, output_names, save_weights
 from solo_lib.model import SOLO
 from solo_lib.module import LitSOLO
 from solo_lib.postprocess import mask_iou
@@ -32,6 +34,20 @@ def scoring_model(cfg: SOLOConfig) -> SOLO:
         head.cate_out.weight.normal_(0, 0.5)
         head.cate_out.bias.zero_()
     return model
+
+
+def write_checkpoint(lit: LitSOLO, path: Path) -> Path:
+    """`lit` saved as `fit` saves it, without the optimiser state (what ``--ckpt_path``
+    and ``export`` read). (test_cli uses it too.)"""
+    import pytorch_lightning as pl
+
+    checkpoint = {
+        "state_dict": lit.state_dict(),
+        "hyper_parameters": dict(lit.hparams),
+        "pytorch-lightning_version": pl.__version__,
+    }
+    torch.save(checkpoint, path)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +79,7 @@ def test_onnxruntime_equals_pytorch_to_1e_4(exported):
     cate, masks = runtime.probabilities(images)
     for got, want in zip([*cate, *masks], [*expected_cate, *expected_masks], strict=True):
         assert got.shape == want.shape
-        torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+        torch.testing.assert_close(got, want, atol=TOLERANCE, rtol=0)
     # The batch dimension is free: one image gives that image's rows.
     one_cate, _ = runtime.probabilities(images[:1])
     torch.testing.assert_close(one_cate[0], cate[0][:1], atol=1e-5, rtol=0)
@@ -172,7 +188,9 @@ def test_weights_only_checkpoint_loads_and_is_smaller(tmp_path, tiny_config):
     assert loaded.cfg == lit.cfg
 
     torch.save({"state_dict": {}}, tmp_path / "bad.ckpt")
-    with pytest.raises(ValueError, match="not a SOLO training checkpoint"):
+    with pytest.raises(
+        ValueError, match=r"bad\.ckpt is not a checkpoint written by fit \(no \['hyper"
+    ):
         save_weights(tmp_path / "bad.ckpt", tmp_path / "never.ckpt")
     assert not (tmp_path / "never.ckpt").exists()
 
@@ -192,6 +210,36 @@ def test_export_refuses_a_missing_checkpoint_and_writes_nothing(tmp_path, capsys
         )
     assert "nope.ckpt: no such file" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("perturbation", [1e-3, float("nan")])
+def test_export_with_a_broken_graph_exits_1_and_leaves_no_file(
+    tmp_path, monkeypatch, capsys, tiny_config, perturbation
+):
+    """onnxruntime's probabilities off by `perturbation` (as a faulty exporter or runtime
+    would make them): the command names the difference and the tolerance, exits with 1,
+    and neither the ONNX file nor the weights (nor a temporary file) is left."""
+    from solo_lib.cli import main
+
+    torch.manual_seed(0)
+    checkpoint = write_checkpoint(
+        LitSOLO(tiny_config.replace(channels_last=False)), tmp_path / "m.ckpt"
+    )
+    probabilities = OnnxSOLO.probabilities
+
+    def perturbed(self, images):
+        category, masks = probabilities(self, images)
+        return [c + perturbation for c in category], masks
+
+    monkeypatch.setattr(OnnxSOLO, "probabilities", perturbed)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "--ckpt_path", str(checkpoint), "--output", str(tmp_path / "m.onnx")])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    shown = "nan" if perturbation != perturbation else "1.0e-03"
+    assert f"differ from PyTorch's by up to {shown}" in err
+    assert "above the tolerance 1e-04" in err and "m.onnx and its weights were not written" in err
+    assert sorted(os.listdir(tmp_path)) == ["m.ckpt"]
 
 
 def test_a_free_batch_graph_of_the_cpu_preset_runs_one_and_three_images(tmp_path):

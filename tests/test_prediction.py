@@ -84,6 +84,41 @@ def test_image_folder_bad_input_names_the_path(tmp_path, tiny_config):
     assert image is None and meta["file_name"] == "bad.png"
 
 
+def assert_results_match(
+    results: list[dict],
+    predictions: dict[int, dict],
+    category_ids: list[int] | None = None,
+) -> None:
+    """`results` (``results.json``'s entries) hold exactly `predictions` (instances per
+    image id, as `SOLO.predict` returns them): per image, in order, the category id of
+    each label (``category_ids[label - 1]``, or the label), the score to 1e-6 and the
+    mask, decoded from its RLE. (test_cli uses it too.)"""
+    by_image: dict[int, list[dict]] = {}
+    for entry in results:
+        by_image.setdefault(entry["image_id"], []).append(entry)
+    expected = {image_id: p for image_id, p in predictions.items() if len(p["labels"])}
+    assert sorted(by_image) == sorted(expected)
+    for image_id, prediction in expected.items():
+        entries = by_image[image_id]
+        labels = prediction["labels"].tolist()
+        ids = [category_ids[label - 1] for label in labels] if category_ids else labels
+        assert [e["category_id"] for e in entries] == ids, image_id
+        scores = [e["score"] for e in entries]
+        assert scores == pytest.approx(prediction["scores"].tolist(), abs=1e-6), image_id
+        masks = np.stack([mask_utils.decode(e["segmentation"]) for e in entries]).astype(bool)
+        np.testing.assert_array_equal(masks, prediction["masks"].numpy(), err_msg=str(image_id))
+
+
+def predictions_by_image(batches: list[tuple]) -> dict[int, dict]:
+    """The instances of `Trainer.predict`'s outputs (`predict_step`'s ``(images, targets,
+    predictions)`` per batch) by image id: a COCO set's own, else the target's."""
+    return {
+        int(target.get("coco_id", target["image_id"])): prediction
+        for _, targets, predictions in batches
+        for target, prediction in zip(targets, predictions, strict=True)
+    }
+
+
 def _eager(cfg):
     """`cfg` with thresholds low enough that an untrained model predicts instances."""
     return cfg.replace(score_threshold=0.005, mask_threshold=0.005, update_threshold=1e-6)
@@ -135,6 +170,9 @@ def test_a_run_that_dies_keeps_the_results_of_its_finished_batches(tmp_path, tin
 
 
 def test_prediction_writer_writes_results_and_overlays(tmp_path, tiny_config):
+    """results.json holds every instance that `predict_step` returned, image by image
+    (ids, labels, scores, masks), and each image gets its overlay."""
+    cfg = _eager(tiny_config)
     folder = _write_images(tmp_path / "images", n=3)
     out = tmp_path / "out"
     trainer = pl.Trainer(
@@ -143,10 +181,11 @@ def test_prediction_writer_writes_results_and_overlays(tmp_path, tiny_config):
         enable_progress_bar=False,
         callbacks=[PredictionWriter(str(out))],
     )
-    datamodule = SOLODataModule(tiny_config, predict_dir=str(folder))
-    trainer.predict(LitSOLO(tiny_config), datamodule=datamodule, return_predictions=False)
-    results = json.loads((out / "results.json").read_text())
-    assert isinstance(results, list)
+    datamodule = SOLODataModule(cfg, predict_dir=str(folder))
+    torch.manual_seed(0)
+    predicted = predictions_by_image(trainer.predict(LitSOLO(cfg), datamodule=datamodule))
+    assert sorted(predicted) == [0, 1, 2] and all(len(p["labels"]) for p in predicted.values())
+    assert_results_match(json.loads((out / "results.json").read_text()), predicted)
     overlays = sorted(p.name for p in (out / "overlays").iterdir())
     assert overlays == ["photo_0.png.png", "photo_1.png.png", "photo_2.png.png"]
     assert Image.open(out / "overlays" / "photo_0.png.png").size == (120, 90)
@@ -224,6 +263,8 @@ def test_category_ids_of_a_coco_file_reach_the_checkpoint_and_the_results(tmp_pa
         enable_progress_bar=False,
         callbacks=[PredictionWriter(str(tmp_path / "out"), overlays=False)],
     )
-    predictor.predict(model, datamodule=datamodule())
+    predicted = predictions_by_image(predictor.predict(model, datamodule=datamodule()))
+    labels = {label for p in predicted.values() for label in p["labels"].tolist()}
+    assert len(labels) > 1, "the mapping of one label alone would not show"
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert results and {r["category_id"] for r in results} <= {7, 42, 99}
+    assert_results_match(results, predicted, category_ids=[7, 42, 99])

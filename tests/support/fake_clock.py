@@ -16,7 +16,11 @@ class FakeClock(pl.Callback):
     """
 
     def __init__(
-        self, step_s: float = 1.0, val_s: float = 0.0, map_val_s: float = 0.0, rank_skew: float = 0.0
+        self,
+        step_s: float = 1.0,
+        val_s: float = 0.0,
+        map_val_s: float = 0.0,
+        rank_skew: float = 0.0,
     ) -> None:
         self.step_s, self.val_s, self.map_val_s = step_s, val_s, map_val_s
         self.rank_skew = rank_skew
