@@ -84,9 +84,6 @@ def test_validate_and_test_compute_mask_ap_whatever_the_epoch(tiny_config, tiny_
     (tested,) = _trainer().test(model, datamodule=data, verbose=False)
     for stage, metrics in (("val", validated), ("test", tested)):
         assert {f"{stage}/{k}" for k in ("loss", "AP", "AP50", "AP75")} <= set(metrics)
-    # the test split is the validation split here: the same numbers
-    assert tested["test/loss"] == pytest.approx(validated["val/loss"])
-    assert tested["test/AP50"] == pytest.approx(validated["val/AP50"], nan_ok=True)
 
 
 class _ExplodingSOLO(LitSOLO):
