@@ -51,18 +51,21 @@ class StopOnSigterm(pl.Callback):
     that received SIGTERM were seen waiting on each other for minutes. Here the
     handler only notes the signal. After each training step the processes agree
     whether any of them received it (one boolean all-reduce; nothing under one
-    process), then all save ``last.ckpt`` in the checkpoint folder together and stop
-    with `StoppedBySigterm`, before validation. ``--ckpt_path`` on that file resumes
-    the run where it stopped, mid-epoch included.
+    process), then, after the optimiser step that ends the accumulation window, all
+    save ``last.ckpt`` in the checkpoint folder together and stop with
+    `StoppedBySigterm`, before validation. On an epoch's last batch the epoch first
+    validates and ends (a checkpoint saved before would resume as an epoch that never
+    validated). ``--ckpt_path`` on that file resumes the run where it stopped.
     """
 
     def __init__(self) -> None:
         self.received = False
+        self._stop_at_end = False
         self.checkpoint_path: Path | None = None
         self._previous: Any = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.received = False
+        self.received = self._stop_at_end = False
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._note)
 
@@ -72,8 +75,22 @@ class StopOnSigterm(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
+        # Every rank takes part in the all-reduce after every batch, and every condition
+        # after it is the same on every rank.
         if not trainer.strategy.reduce_boolean_decision(self.received, all=False):
             return
+        self.received = True
+        last_batch = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if (idx + 1) % trainer.accumulate_grad_batches and not last_batch:
+            return  # in the middle of an accumulation window: stop after its optimiser step
+        if last_batch:
+            # A checkpoint now would resume as a finished epoch that never validated:
+            # let the epoch validate and end, then stop (`on_train_end`).
+            trainer.should_stop = self._stop_at_end = True
+            return
+        self._save_and_stop(trainer)
+
+    def _save_and_stop(self, trainer: pl.Trainer) -> None:
         callback = trainer.checkpoint_callback
         folder = Path(
             callback.dirpath if callback and callback.dirpath else trainer.default_root_dir
@@ -91,6 +108,8 @@ class StopOnSigterm(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore()
+        if self._stop_at_end:
+            self._save_and_stop(trainer)
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException

@@ -383,6 +383,12 @@ class SOLOConfig:
             raise ValueError(f"head must be 'solo' or 'solov2', got {self.head!r}")
         if self.head == "solov2":
             self._check_solov2()
+        if self.lr_schedule == "step" and self.lr_milestones and self.max_epochs is None:
+            raise ValueError(
+                "lr_milestones are epochs of max_epochs, and max_epochs is null: set max_epochs "
+                "(with a time budget, the milestones keep their fractions of the planned run) "
+                "or use lr_schedule 'cosine'"
+            )
         if self.nms_kernel not in ("gaussian", "linear"):
             raise ValueError(f"nms_kernel must be 'gaussian' or 'linear', got {self.nms_kernel!r}")
 

@@ -196,9 +196,15 @@ class LitSOLO(pl.LightningModule):
         minutes = (time.monotonic() - self._train_start) / 60
         self.log("time/minutes", minutes, on_epoch=True, sync_dist=False)
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A resumed fit starts at the checkpoint's step, even one that trains nothing
+        (Lightning then skips `on_train_start`)."""
+        self.first_step = int(checkpoint.get("global_step", 0))
+
     def _map_this_epoch(self) -> bool:
         """Whether this evaluation computes mask mAP: always outside `fit`, and in `fit` on
-        epochs 0, k, 2k, ... (k = ``config.map_every_n_epochs``) and the last."""
+        the epochs `maps_epoch` names: 0, k, 2k, ... (k = ``config.map_every_n_epochs``),
+        the last, and the first validation of this process."""
         if self.trainer.state.fn != TrainerFn.FITTING:
             return True
         planned = self.trainer.max_epochs

@@ -67,11 +67,13 @@ class LRSchedule:
             return warmup * 0.5 * (1 + math.cos(math.pi * progress))
         return warmup * self.gamma ** sum(step >= m for m in self.milestones)
 
-    def stretch(self, total_steps: int) -> None:
-        """Rescale the schedule to `total_steps`: the milestones keep their fractions."""
+    def stretch(self, total_steps: int, now: int = 0) -> None:
+        """Rescale the schedule to `total_steps`: the milestones still ahead of step `now`
+        keep their fractions of the run; those passed stay where they were (moving one
+        back ahead would raise the rate again)."""
         if self.total_steps is not None:
             factor = total_steps / max(self.total_steps, 1)
-            self.milestones = tuple(round(m * factor) for m in self.milestones)
+            self.milestones = tuple(m if m <= now else round(m * factor) for m in self.milestones)
         self.total_steps = int(total_steps)
 
 
@@ -84,8 +86,19 @@ def optimizer_steps_per_epoch(trainer: pl.Trainer) -> int:
     trainer.fit_loop.setup_data()  # num_training_batches, with limit_train_batches applied
     batches = trainer.num_training_batches
     if not math.isfinite(batches):
-        raise ValueError("a time budget needs a training loader with a length")
+        raise ValueError("the schedule counts steps per epoch: the training loader needs a length")
     return max(math.ceil(batches / trainer.accumulate_grad_batches), 1)
+
+
+def last_step_of(trainer: pl.Trainer, epochs: int, steps_per_epoch: int) -> int:
+    """The optimiser step at which a run of `epochs` epochs in all ends, counted from
+    where the run is: the steps taken, the rest of the current epoch, whole epochs after
+    it. (Not ``epochs * steps_per_epoch``: a resumed run may take another number of steps
+    per epoch than the run it resumes, with other devices or batches.)"""
+    batches_done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+    steps_done = min(math.ceil(batches_done / trainer.accumulate_grad_batches), steps_per_epoch)
+    epochs_left = epochs - trainer.current_epoch
+    return trainer.global_step + epochs_left * steps_per_epoch - steps_done
 
 
 def end_schedule_at(
@@ -111,7 +124,7 @@ def end_schedule_at(
             continue
         changed = True
         for schedule in lambdas:
-            schedule.stretch(total_steps)
+            schedule.stretch(total_steps, now=scheduler.last_epoch)
             if milestones is not None:
                 schedule.milestones = tuple(milestones)
         for group, base, schedule in zip(
@@ -259,6 +272,7 @@ class TimeBudget(pl.Callback):
         self._epoch_start = self._val_start = 0.0
         self._validated = False  # this process has validated once (AP is forced before)
         self._whole_epoch = False  # this epoch's training started at its first batch here
+        self._started_epoch: int | None = None  # the epoch `on_train_epoch_start` began
         self._val_maps = False  # this epoch's validation computes mask AP
         self._first_epoch = 0
         self._planned_epoch: int | None = None
@@ -278,6 +292,7 @@ class TimeBudget(pl.Callback):
         self._process_start = time.monotonic()
         self._first_epoch = trainer.current_epoch
         self._validated = False
+        self._started_epoch = None
         if self._saved is None:  # a new run: the budget decides, after epoch 0
             trainer.fit_loop.max_epochs = -1 if self.max_epochs is None else self.max_epochs
             return
@@ -290,11 +305,14 @@ class TimeBudget(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_start = self._val_start = time.monotonic()
         self._whole_epoch = self._val_maps = False
+        self._started_epoch = trainer.current_epoch
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: object, batch_idx: int
     ) -> None:
-        if batch_idx == 0:  # not an epoch resumed in its middle: its times are whole
+        # Not an epoch resumed in its middle (Lightning then skips on_train_epoch_start,
+        # and a restarted epoch's batches count from 0): its times are whole.
+        if batch_idx == 0 and self._started_epoch == trainer.current_epoch:
             self._whole_epoch = True
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -349,21 +367,23 @@ class TimeBudget(pl.Callback):
         `training` is the epoch whose training just ended, before its validation: its
         training time is the newest measure of the pace.
         """
+        steps = optimizer_steps_per_epoch(trainer)  # on every rank: it may load the data
         decision = None
         if trainer.is_global_zero:
             costs = EpochCosts.from_history(self.history + ([training] if training else []))
             epochs, capped = plan_epochs(
                 costs, done, self.left_s(), self.map_every, self.max_epochs, pending
             )
-            decision = (epochs, capped, self._reason(costs, epochs, trainer))
+            if pending is None and self.history and not self.history[-1].mask_ap:
+                epochs = max(epochs, done + 1)  # the last validation had no AP: one more
+            decision = (epochs, capped, self._reason(costs, epochs, steps))
         epochs, capped, reason = trainer.strategy.broadcast(decision, src=0)
         self.capped = capped
         if epochs != self.epochs:
             self._apply(trainer, epochs, reason)
 
-    def _reason(self, costs: EpochCosts, epochs: int, trainer: pl.Trainer) -> str:
+    def _reason(self, costs: EpochCosts, epochs: int, steps: int) -> str:
         """Why the plan is what it is, in words, for the printed line."""
-        steps = optimizer_steps_per_epoch(trainer)
         paid = (
             f"an epoch's training takes {costs.train_s:.1f} s ({costs.train_s / steps:.2f} s "
             f"per step), validation {costs.map_val_s:.1f} s with mask AP and "
@@ -375,13 +395,12 @@ class TimeBudget(pl.Callback):
 
     def _apply(self, trainer: pl.Trainer, epochs: int, reason: str) -> None:
         """Train `epochs` epochs in all, the schedule ending with them, and say so."""
-        self._set_epochs(trainer, epochs)
-        steps = optimizer_steps_per_epoch(trainer)
+        last_step = self._set_epochs(trainer, epochs)
         if trainer.is_global_zero:
             cap = f" (the cap, --model.config.max_epochs {self.max_epochs})" if self.capped else ""
             print(
                 f"time budget {self.minutes:g} min, {self.left_s() / 60:.1f} min left: {reason}; "
-                f"training {epochs} epochs{cap} = {epochs * steps} steps. To repeat this run "
+                f"training {epochs} epochs = {last_step} steps{cap}. To repeat this run "
                 f"without the budget: --model.config.max_epochs {epochs} "
                 "--model.config.time_budget_min null",
                 flush=True,
@@ -422,11 +441,14 @@ class TimeBudget(pl.Callback):
         say(f"{spent}: continuing the plan of {self.epochs} epochs", flush=True)
         self._set_epochs(trainer, self.epochs)
 
-    def _set_epochs(self, trainer: pl.Trainer, epochs: int) -> None:
-        """`epochs` in all, the schedule ending with them (no message: the caller's)."""
+    def _set_epochs(self, trainer: pl.Trainer, epochs: int) -> int:
+        """`epochs` in all, the schedule ending with them (no message: the caller's).
+        Returns the schedule's last step."""
         self.epochs = epochs
         trainer.fit_loop.max_epochs = epochs
-        end_schedule_at(trainer, epochs * optimizer_steps_per_epoch(trainer))
+        last_step = last_step_of(trainer, epochs, optimizer_steps_per_epoch(trainer))
+        end_schedule_at(trainer, last_step)
+        return last_step
 
     # --- checkpoints -----------------------------------------------------------
     def state_dict(self) -> dict:
@@ -435,6 +457,7 @@ class TimeBudget(pl.Callback):
             "max_epochs": self.max_epochs,
             "epochs": self.epochs,
             "fixed": self.fixed,
+            "capped": self.capped,
             "spent_s": self.spent_s(),
             "history": [dataclasses.asdict(t) for t in self.history],
         }
@@ -443,6 +466,7 @@ class TimeBudget(pl.Callback):
         self._saved = dict(state_dict)
         self.epochs = state_dict.get("epochs")
         self.fixed = bool(state_dict.get("fixed", False))
+        self.capped = bool(state_dict.get("capped", False))
         self.spent_before_s = float(state_dict.get("spent_s", 0.0))
         self.history = [EpochTime(**t) for t in state_dict.get("history", [])]
 
@@ -455,26 +479,24 @@ def why_the_fit_ended(trainer: pl.Trainer, budget: TimeBudget | None, trained: i
     the flag that lifts it, so that a short run is never silently short.
     """
     planned, done = trainer.fit_loop.max_epochs, trainer.current_epoch
-    lines, early = [], True
-    if trained == 0:
-        lines.append(
-            f"nothing to train: the run had already trained the {done} epochs it was to train; "
-            "to train longer, resume with --model.config.max_epochs N (epochs in all)"
-            + (" or a larger --model.config.time_budget_min" if budget is not None else "")
-        )
+    lines = []
     if trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps:
         lines.append(
             f"--trainer.max_steps {trainer.max_steps} ended the run before its plan; "
             "--trainer.max_steps -1 lifts it"
         )
-    elif planned != -1 and done < planned:
+    elif trained == 0:
         lines.append(
-            f"the run stopped after {done} of its {planned} planned epochs (trainer.should_stop: "
+            f"nothing to train: the run had already trained the {done} epochs it was to train; "
+            "to train longer, resume with --model.config.max_epochs N (epochs in all)"
+            + (" or a larger --model.config.time_budget_min" if budget is not None else "")
+        )
+    elif planned == -1 or done < planned:
+        lines.append(
+            f"the run stopped after {done} epochs, before its plan ended (trainer.should_stop: "
             "--trainer.max_time or an early-stopping callback)"
         )
-    else:
-        early = False
-    if budget is None or trained == 0 or early:
+    if budget is None or lines:
         return lines
     if budget.fixed:
         lines.append(

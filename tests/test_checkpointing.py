@@ -1,15 +1,20 @@
-"""`AtomicCheckpointIO`: local saves are whole and on disk; remote paths go through fsspec."""
+"""`AtomicCheckpointIO`: local saves are whole and on disk; remote paths go through fsspec.
+`StopOnSigterm`: a run stopped by SIGTERM saves a checkpoint that resumes it."""
 
 from __future__ import annotations
 
 import os
+import signal
 
 import fsspec
 import pytest
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from solo_lib.checkpointing import AtomicCheckpointIO
+from solo_lib.checkpointing import SIGTERM_EXIT_CODE, AtomicCheckpointIO, StoppedBySigterm
+from solo_lib.data import SOLODataModule
+from solo_lib.module import LitSOLO
 
 
 def test_remote_path_is_written_by_fsspec_not_as_a_local_folder(tmp_path, monkeypatch) -> None:
@@ -48,3 +53,74 @@ def test_a_save_that_fails_half_way_leaves_the_previous_checkpoint(tmp_path, mon
         AtomicCheckpointIO().save_checkpoint({"step": torch.tensor(2)}, path)
     assert torch.load(path, weights_only=True)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left
+
+
+class _SigtermAt(pl.Callback):
+    """Sends this process SIGTERM when training batch `batch` of epoch 0 starts, and notes
+    whether a validation ran afterwards."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch, self.validated = batch, False
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == 0 and batch_idx == self.batch:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self.validated = not trainer.sanity_checking
+
+
+def _fit_until_sigterm(cfg, data_dir, tmp_path, at: int, accumulate: int) -> _SigtermAt:
+    probe = _SigtermAt(at)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=cfg.max_epochs,
+        limit_train_batches=3,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        accumulate_grad_batches=accumulate,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[probe],
+    )
+    with pytest.raises(StoppedBySigterm) as stopped:
+        trainer.fit(LitSOLO(cfg), datamodule=SOLODataModule(cfg, root=str(data_dir)))
+    assert stopped.value.code == SIGTERM_EXIT_CODE
+    return probe
+
+
+@pytest.mark.parametrize(
+    "at, accumulate, step, validated",
+    [
+        (0, 1, 1, False),  # right after the step of the batch that received it
+        (0, 2, 1, False),  # after the optimiser step that closes the accumulation window
+        (2, 1, 3, True),  # on the epoch's last batch: the epoch validates first
+    ],
+)
+def test_sigterm_saves_a_checkpoint_at_a_whole_optimiser_step(
+    tiny_config, tiny_data_dir, tmp_path, at, accumulate, step, validated
+) -> None:
+    cfg = tiny_config.replace(max_epochs=2)
+    probe = _fit_until_sigterm(cfg, tiny_data_dir, tmp_path, at, accumulate)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == step
+    assert probe.validated == validated
+    assert signal.getsignal(signal.SIGTERM) is not None  # the handler was given back
+
+    resumed = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        limit_train_batches=3,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        accumulate_grad_batches=accumulate,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    model = LitSOLO(cfg)
+    resumed.fit(model, datamodule=SOLODataModule(cfg, root=str(tiny_data_dir)), ckpt_path=last)
+    assert resumed.current_epoch == 2 and model.map_epoch == 1

@@ -65,6 +65,8 @@ def test_cpu_preset_derives_its_scale_ranges_from_the_input_height():
         ({"scale_jitter": (1.0, 0.8)}, "scale_jitter"),
         ({"scale_jitter": (0.8, 1.2)}, "scale_jitter"),  # was clamped to 1 without a word
         ({"max_epochs": None, "time_budget_min": None}, "max_epochs"),  # no end at all
+        # milestones in epochs of a run whose length the budget has not planned yet
+        ({"lr_schedule": "step", "lr_milestones": (2,), "max_epochs": None}, "lr_milestones"),
         ({"head_channels": 48}, "head_channels"),
         ({"time_budget_min": 0}, "time_budget_min"),
         ({"warmup_ratio": 0}, "warmup_ratio"),

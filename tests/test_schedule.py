@@ -37,6 +37,8 @@ def test_step_schedule_and_stretch_keep_the_milestone_fractions():
     assert [step(s) for s in (29, 30, 35, 36)] == pytest.approx([1, 0.1, 0.1, 0.01])
     step.stretch(20)
     assert step.milestones == (15, 18) and step.total_steps == 20
+    step.stretch(40, now=16)  # a passed milestone stays passed: the rate never rises again
+    assert step.milestones == (15, 36) and step(16) == pytest.approx(0.1)
     with pytest.raises(ValueError, match="lr schedule"):
         LRSchedule(total_steps=1, kind="poly")
 

@@ -111,6 +111,21 @@ def test_resume_with_another_budget_plans_again_from_the_time_spent(
     assert "trained 13 epochs" in out
 
 
+def test_a_budget_spent_on_resume_still_ends_with_an_epoch_that_computes_ap(
+    tmp_path, tiny_config, tiny_data_dir, capsys
+):
+    """Stopped after epoch 1, whose validation had no AP (8.5 s spent), the run resumes
+    with a budget of 6 s, already spent. Ending now would leave epoch 0's AP as the
+    run's; it trains epoch 2 instead, whose validation computes AP."""
+    cfg = _budget_config(tiny_config, minutes=0.5)
+    config = write_config(tmp_path, cfg, tiny_data_dir, callbacks=[CLOCK], **BATCHES)
+    last = _checkpoint(_fit(config, capsys, "--trainer.max_steps", "6"))
+    out = _fit(config, capsys, "--ckpt_path", str(last), "--model.config.time_budget_min", "0.1")
+    assert "time budget 0.5 -> 0.1 min" in out and "training 3 epochs" in out
+    assert "trained 3 epochs (9 steps); this run: 3 steps" in out
+    assert "(epoch 2)" in out.split("validation mask AP")[1].splitlines()[0]
+
+
 def test_resume_without_a_budget_whatever_the_ap_epochs(
     tmp_path, tiny_config, tiny_data_dir, capsys
 ):
@@ -129,6 +144,10 @@ def test_resume_without_a_budget_whatever_the_ap_epochs(
     assert _map_epochs(runs[-1]) == [1, 2]
     milestones = torch.load(_checkpoint(out), weights_only=True)["lr_schedulers"][0]
     assert tuple(milestones["lr_lambdas"][0]["milestones"]) == (6, 9)  # epochs 2 and 3 of 3
+    out = _fit(
+        config, capsys, "--ckpt_path", str(_checkpoint(out)), "--model.config.max_epochs", "3"
+    )
+    assert "trained 3 epochs (9 steps); this run: 0 steps" in out and "nothing to train" in out
 
 
 def test_a_small_data_set_trains_until_the_budget_not_a_hidden_cap(
