@@ -1,10 +1,17 @@
-"""Fixtures shared by the unit tests: a tiny configuration and a tiny data set."""
+"""Fixtures shared by the unit tests: a tiny configuration and a tiny data set.
 
+`tests/support` (callbacks and helpers the tests give to the command line, which other
+processes import too) is put on the import path here, in one place.
+"""
+
+import sys
 from pathlib import Path
 
 import pytest
 
 from solo_lib.config import SOLOConfig
+
+sys.path.insert(0, str(Path(__file__).parent / "support"))
 
 
 @pytest.fixture(scope="session")

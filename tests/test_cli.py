@@ -13,31 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+from run_config import write_config
 
 from solo_lib.data import CIS680Dataset, SOLODataModule, write_coco_dataset, write_dataset
 from solo_lib.module import LitSOLO
 from solo_lib.paths import REPO_ROOT
 from solo_lib.seeding import seed_everything
-
-
-def _write_config(tmp_path: Path, cfg, data_dir: Path, **trainer) -> Path:
-    """A YAML file like solo_lib/configs/cpu.yaml, for `cfg`, the tiny data and `tmp_path`."""
-    base = yaml.safe_load((REPO_ROOT / "solo_lib" / "configs" / "cpu.yaml").read_text())
-    base["model"]["config"] = {
-        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()
-    }
-    base["data"]["root"] = str(data_dir)
-    base["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path / "runs")
-    base["trainer"]["enable_progress_bar"] = False
-    base["trainer"]["precision"] = "32-true"  # the same numbers on every machine
-    base["trainer"]["log_every_n_steps"] = 1
-    base["trainer"].update(trainer)
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(base))
-    return path
 
 
 def _solo(*args: str, **popen) -> subprocess.Popen:
@@ -85,7 +68,7 @@ def test_main_job_prints_mask_ap_and_checkpoint(tmp_path, tiny_config, tiny_data
     from test_prediction import assert_results_match
 
     cfg = tiny_config.replace(max_epochs=1)
-    config = _write_config(tmp_path, cfg, tiny_data_dir)
+    config = write_config(tmp_path, cfg, tiny_data_dir)
     out = _finish(_solo("fit", "--config", str(config)))
     assert "validation mask AP" in out and "AP50" in out
     best = Path(out.split("best checkpoint: ")[1].split(" (")[0])
@@ -144,7 +127,7 @@ def test_training_killed_with_sigkill_resumes_from_its_checkpoint(
     tmp_path, tiny_config, tiny_data_dir
 ):
     cfg = tiny_config.replace(max_epochs=30, warmup_iters=50, lr_milestones=(20, 25))
-    config = _write_config(tmp_path, cfg, tiny_data_dir, limit_val_batches=0)
+    config = write_config(tmp_path, cfg, tiny_data_dir, limit_val_batches=0)
     ckpt_dir = tmp_path / "ckpt"
     every_2_steps = [
         "--trainer.callbacks+=ModelCheckpoint",
@@ -191,7 +174,7 @@ def test_training_killed_with_sigkill_resumes_from_its_checkpoint(
 
 
 def test_two_process_ddp_on_cpu_ends_with_identical_weights(tmp_path, tiny_config, tiny_data_dir):
-    config = _write_config(tmp_path, tiny_config, tiny_data_dir, limit_val_batches=0)
+    config = write_config(tmp_path, tiny_config, tiny_data_dir, limit_val_batches=0)
     proc = _solo(
         "fit",
         "--config",
@@ -225,7 +208,7 @@ def test_ddp_predict_writes_one_results_file_equal_to_a_single_process_run(
     cfg = tiny_config.replace(
         score_threshold=0.0, mask_threshold=0.005, update_threshold=0.0, val_fraction=0.25
     )
-    config = _write_config(tmp_path, cfg, tiny_data_dir)
+    config = write_config(tmp_path, cfg, tiny_data_dir)
     seed_everything(cfg.seed)
     checkpoint = str(write_checkpoint(LitSOLO(cfg), tmp_path / "untrained.ckpt"))
     single, ddp = tmp_path / "single", tmp_path / "ddp"
@@ -279,7 +262,7 @@ def _parsed_with_checkpoint(tmp_path, monkeypatch, stored, yaml_cfg, data_dir, *
 
     ckpt = tmp_path / "stored.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"config": dataclasses.asdict(stored)}}, ckpt)
-    config = _write_config(tmp_path, yaml_cfg, data_dir)
+    config = write_config(tmp_path, yaml_cfg, data_dir)
     monkeypatch.setattr(SOLOCLI, "_run_subcommand", lambda self, subcommand: None)
     cli = SOLOCLI(
         LitSOLO,
@@ -328,7 +311,7 @@ def test_resume_with_more_epochs_trains_them(tmp_path, tiny_config, tiny_data_di
     """`fit --ckpt_path last.ckpt --model.config.max_epochs 2` after a 1-epoch run trains
     epoch 1. Lightning's own --ckpt_path parsing restored max_epochs 1 from the checkpoint:
     nothing trained, and printing the summary crashed on a missing best score."""
-    config = _write_config(tmp_path, tiny_config.replace(max_epochs=1), tiny_data_dir)
+    config = write_config(tmp_path, tiny_config.replace(max_epochs=1), tiny_data_dir)
     out = _finish(_solo("fit", "--config", str(config)))
     last = Path(out.split("last checkpoint: ")[1].split()[0])
     resumed = _finish(
@@ -356,7 +339,7 @@ def test_null_precision_becomes_the_machines_fastest(
 
     monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: bf16)
     monkeypatch.setattr(SOLOCLI, "_run_subcommand", lambda self, subcommand: None)
-    config = _write_config(tmp_path, tiny_config, tiny_data_dir, precision=None, accelerator="cpu")
+    config = write_config(tmp_path, tiny_config, tiny_data_dir, precision=None, accelerator="cpu")
     cli = SOLOCLI(LitSOLO, SOLODataModule, args=["fit", "--config", str(config)])
     assert cli.trainer.precision == expected
     explicit = SOLOCLI(
@@ -385,7 +368,7 @@ def test_validate_ap_is_cocoevals_ap_on_predicts_results(tmp_path, tiny_config):
     )
     source = write_dataset(tmp_path / "cis", num_images=4, seed=5)
     image_dir, annotations = write_coco_dataset(CIS680Dataset(source, cfg), tmp_path / "coco")
-    config = _write_config(tmp_path, cfg, image_dir)
+    config = write_config(tmp_path, cfg, image_dir)
     data = [
         "--data.format=coco",
         f"--data.annotation_file={annotations}",
@@ -452,7 +435,7 @@ def test_predict_onnx_writes_the_instances_of_predict_ckpt_path(
     lit.model.load_state_dict(scoring_model(cfg).state_dict())
     checkpoint = write_checkpoint(lit, tmp_path / "random.ckpt")
     onnx_file = export_onnx(lit.model.eval(), tmp_path / "random.onnx")
-    config = _write_config(tmp_path, cfg, tiny_data_dir)
+    config = write_config(tmp_path, cfg, tiny_data_dir)
     torch_dir, onnx_dir = tmp_path / "torch", tmp_path / "onnx"
     runs = [
         _solo(

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from test_cli import _write_config
+from run_config import write_config
 from test_export import write_checkpoint
 
 from solo_lib.cli import UserInputError, main
@@ -31,7 +31,7 @@ def _refusal(capsys: pytest.CaptureFixture, args: list[str]) -> str:
 @pytest.fixture
 def config(tmp_path, tiny_config, tiny_data_dir) -> str:
     """A YAML file of the tiny config and data; its runs go to `tmp_path`."""
-    return str(_write_config(tmp_path, tiny_config, tiny_data_dir))
+    return str(write_config(tmp_path, tiny_config, tiny_data_dir))
 
 
 @pytest.fixture
@@ -130,3 +130,18 @@ def test_the_command_line_prints_no_traceback(tmp_path, subcommand, args, messag
     )
     assert done.returncode == 2, done.stderr[-2000:]
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_classes_other_than_the_built_in_sets_are_named_before_it_is_generated(
+    capsys, monkeypatch, config
+):
+    """The built-in set was generated (about a minute) before its classes were compared
+    with the config's, and the mismatch then ended in a traceback."""
+    generated = []
+    monkeypatch.setattr(
+        "solo_lib.data.datamodule.ensure_builtin_dataset", lambda **kw: generated.append(kw)
+    )
+    args = ["--data.root=null", "--model.config.num_classes=1", "--model.config.class_names=[cell]"]
+    line = _refusal(capsys, ["fit", "--config", config, *args])
+    assert "the built-in 'objects' set has the classes ['vehicle', 'person', 'animal']" in line
+    assert not generated

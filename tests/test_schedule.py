@@ -1,18 +1,14 @@
 """The learning-rate schedule's values, the time budget's plan, and a fit that follows it."""
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
+from fake_clock import FakeClock
 
 from solo_lib.data import SOLODataModule
 from solo_lib.module import LitSOLO
 from solo_lib.schedule import EpochCosts, EpochTime, LRSchedule, TimeBudget, plan_epochs
-
-sys.path.insert(0, str(Path(__file__).parent / "support"))
-from fake_clock import FakeClock  # noqa: E402
 
 
 def test_cosine_schedule_values_by_hand():

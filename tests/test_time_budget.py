@@ -14,14 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_config import write_config
 
 from solo_lib.cli import main
 from solo_lib.config import SOLOConfig
 from solo_lib.paths import REPO_ROOT
 
 SUPPORT = Path(__file__).parent / "support"
-sys.path.insert(0, str(SUPPORT))
-from run_config import write_config  # noqa: E402
 
 #: Steps of 1 s, validation 0.5 s, 2 s with mask AP (every 2nd epoch and the last).
 CLOCK = {

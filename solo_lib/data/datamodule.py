@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -118,23 +119,26 @@ class SOLODataModule(pl.LightningDataModule):
         """All images of `root` (or the built-in set), read and checked."""
         if self.format == "coco":
             return CocoInstanceDataset(self.root, self.annotation_file, self.config, train=train)
-        root = self.root
-        if root is None:  # checked here, where it is opened: predicting on a folder never is
-            names = MODES[self.builtin].class_names
-            if tuple(self.config.class_names) != names:
-                raise ValueError(
-                    f"the built-in {self.builtin!r} set has the classes {list(names)}; the "
-                    f"config has {list(self.config.class_names)}: set "
-                    f"--model.config.num_classes {len(names)} and "
-                    f"--model.config.class_names '{list(names)}'"
-                )
-            root = ensure_builtin_dataset(mode=self.builtin)
+        root = self.root if self.root is not None else self._builtin_root()
         return CIS680Dataset(root, self.config, train=train)
+
+    def _builtin_root(self) -> Path:
+        """The built-in set's folder, generated on first use, once its classes are checked
+        against the config's (here, where it is opened: predicting on a folder never is)."""
+        names = MODES[self.builtin].class_names
+        if tuple(self.config.class_names) != names:
+            raise DataFormatError(
+                f"the built-in {self.builtin!r} set has the classes {list(names)}; the "
+                f"config has {list(self.config.class_names)}: set "
+                f"--model.config.num_classes {len(names)} and "
+                f"--model.config.class_names '{list(names)}'"
+            )
+        return ensure_builtin_dataset(mode=self.builtin)
 
     def prepare_data(self) -> None:
         """Generate the built-in data set if it is the one asked for (once, on one process)."""
         if self.format == "cis680" and self.root is None:
-            ensure_builtin_dataset(mode=self.builtin)
+            self._builtin_root()
 
     def setup(self, stage: str | None = None) -> None:
         """Build the validation part and, for "fit" (or no stage), the training part;
