@@ -70,21 +70,25 @@ class _SigtermAt(pl.Callback):
         self.validated = not trainer.sanity_checking
 
 
-def _fit_until_sigterm(cfg, data_dir, tmp_path, at: int, accumulate: int) -> _SigtermAt:
-    probe = _SigtermAt(at)
-    trainer = pl.Trainer(
+def _trainer(accumulate: int, **options) -> pl.Trainer:
+    """Two epochs of 3 batches, one validation batch, no logger."""
+    return pl.Trainer(
         accelerator="cpu",
-        max_epochs=cfg.max_epochs,
+        max_epochs=2,
         limit_train_batches=3,
         limit_val_batches=1,
         num_sanity_val_steps=0,
         accumulate_grad_batches=accumulate,
-        default_root_dir=tmp_path,
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[probe],
+        **options,
     )
+
+
+def _fit_until_sigterm(cfg, data_dir, tmp_path, at: int, accumulate: int) -> _SigtermAt:
+    probe = _SigtermAt(at)
+    trainer = _trainer(accumulate, default_root_dir=tmp_path, callbacks=[probe])
     with pytest.raises(StoppedBySigterm) as stopped:
         trainer.fit(LitSOLO(cfg), datamodule=SOLODataModule(cfg, root=str(data_dir)))
     assert stopped.value.code == SIGTERM_EXIT_CODE
@@ -109,18 +113,7 @@ def test_sigterm_saves_a_checkpoint_at_a_whole_optimiser_step(
     assert probe.validated == validated
     assert signal.getsignal(signal.SIGTERM) is not None  # the handler was given back
 
-    resumed = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=2,
-        limit_train_batches=3,
-        limit_val_batches=1,
-        num_sanity_val_steps=0,
-        accumulate_grad_batches=accumulate,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    resumed = _trainer(accumulate, enable_checkpointing=False)
     model = LitSOLO(cfg)
     resumed.fit(model, datamodule=SOLODataModule(cfg, root=str(tiny_data_dir)), ckpt_path=last)
     assert resumed.current_epoch == 2 and model.map_epoch == 1

@@ -3,11 +3,9 @@
 import csv
 import dataclasses
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,25 +13,13 @@ import pytest
 import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+from run_config import solo as _solo
 from run_config import write_config
 
 from solo_lib.data import CIS680Dataset, SOLODataModule, write_coco_dataset, write_dataset
 from solo_lib.module import LitSOLO
 from solo_lib.paths import REPO_ROOT
 from solo_lib.seeding import seed_everything
-
-
-def _solo(*args: str, **popen) -> subprocess.Popen:
-    env = os.environ | {"PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{REPO_ROOT / 'tests' / 'support'}"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "solo_lib", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        **popen,
-    )
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 300) -> str:

@@ -5,6 +5,7 @@ import math
 import pytest
 import pytorch_lightning as pl
 from fake_clock import FakeClock
+from run_config import budget_config
 
 from solo_lib.data import SOLODataModule
 from solo_lib.module import LitSOLO
@@ -115,17 +116,6 @@ def _fit(cfg, tiny_data_dir, *callbacks, **trainer_args) -> pl.Trainer:
     return trainer
 
 
-def _budget_config(tiny_config, minutes: float, every: int = 2):
-    return tiny_config.replace(
-        max_epochs=None,
-        time_budget_min=minutes,
-        lr_schedule="cosine",
-        lr_milestones=(),
-        warmup_iters=0,
-        map_every_n_epochs=every,
-    )
-
-
 def test_time_budget_fits_the_epochs_and_ends_the_cosine_at_the_last_step(
     tiny_config, tiny_data_dir, capsys
 ):
@@ -137,7 +127,7 @@ def test_time_budget_fits_the_epochs_and_ends_the_cosine_at_the_last_step(
     4 (AP, 5 s) and 5 (the last, with AP, 5 s) need 15.5 s, a sixth epoch 19 s: still 6.
     """
     clock, record = FakeClock(step_s=1.0, val_s=0.5, map_val_s=2.0), _Record()
-    trainer = _fit(_budget_config(tiny_config, 0.5), tiny_data_dir, clock, record)
+    trainer = _fit(budget_config(tiny_config, 0.5), tiny_data_dir, clock, record)
     assert "training 6 epochs = 18 steps" in capsys.readouterr().out
     assert trainer.current_epoch == 6 and trainer.global_step == 18
     assert record.map_epochs == [0, 2, 4, 5]  # every 2nd, and the last
@@ -171,7 +161,7 @@ def test_an_epoch_that_a_slowdown_makes_the_last_computes_mask_ap(
     1 would have ended the run without AP.
     """
     clock, record = FakeClock(step_s=1.0, val_s=0.0, map_val_s=1.0), _Record()
-    cfg = _budget_config(tiny_config, 0.5, every=4)
+    cfg = budget_config(tiny_config, 0.5, every=4)
     trainer = _fit(cfg, tiny_data_dir, clock, _SlowDownAt(clock, 1, 3.0), record)
     out = capsys.readouterr().out
     assert "training 7 epochs" in out and "epochs got slower" in out
@@ -185,7 +175,7 @@ def test_time_budget_counts_optimiser_steps_under_accumulation(tiny_config, tiny
     1 batch). The cosine must end at the last of them, at 0; planned in batches it would
     end at twice the steps taken, about half way down."""
     clock, record = FakeClock(step_s=1.0), _Record()
-    cfg = _budget_config(tiny_config, 0.25)
+    cfg = budget_config(tiny_config, 0.25)
     trainer = _fit(cfg, tiny_data_dir, clock, record, accumulate_grad_batches=2)
     assert trainer.global_step == 2 * trainer.current_epoch
     scheduler = trainer.lr_scheduler_configs[0].scheduler

@@ -8,19 +8,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from run_config import write_config
+from run_config import budget_config, solo, write_config
 
 from solo_lib.cli import main
 from solo_lib.config import SOLOConfig
-from solo_lib.paths import REPO_ROOT
-
-SUPPORT = Path(__file__).parent / "support"
 
 #: Steps of 1 s, validation 0.5 s, 2 s with mask AP (every 2nd epoch and the last).
 CLOCK = {
@@ -28,17 +24,6 @@ CLOCK = {
     "init_args": {"step_s": 1.0, "val_s": 0.5, "map_val_s": 2.0},
 }
 BATCHES = {"limit_train_batches": 3, "limit_val_batches": 1, "num_sanity_val_steps": 0}
-
-
-def _budget_config(tiny_config, minutes: float | None, max_epochs: int | None = None):
-    return tiny_config.replace(
-        max_epochs=max_epochs,
-        time_budget_min=minutes,
-        lr_schedule="cosine",
-        lr_milestones=(),
-        warmup_iters=0,
-        map_every_n_epochs=2,
-    )
 
 
 def _fit(config: Path, capsys, *args: str) -> str:
@@ -70,7 +55,7 @@ def test_resume_continues_the_plan_with_the_time_left_and_trains_a_larger_max_ep
     left and 8 epochs planned.
     Resumed again unchanged it trains nothing; with max_epochs 8 it trains epochs 6-7.
     """
-    cfg = _budget_config(tiny_config, minutes=0.5)
+    cfg = budget_config(tiny_config, minutes=0.5)
     config = write_config(tmp_path, cfg, tiny_data_dir, callbacks=[CLOCK], **BATCHES)
 
     out = _fit(config, capsys, "--trainer.max_steps", "6")
@@ -102,7 +87,7 @@ def test_resume_with_another_budget_plans_again_from_the_time_spent(
     training, 2 s validation with AP, 0.5 s without. Epoch 6 (first of the process, AP):
     5 s; then 7 (3.5), 8 (5), 9 (3.5), 10 (5), 11 (3.5) and 12 as the last (5): 30.5 s;
     one more epoch would need 34 s. 13 epochs in all."""
-    cfg = _budget_config(tiny_config, minutes=0.5)
+    cfg = budget_config(tiny_config, minutes=0.5)
     config = write_config(tmp_path, cfg, tiny_data_dir, callbacks=[CLOCK], **BATCHES)
     last = _checkpoint(_fit(config, capsys))
     out = _fit(config, capsys, "--ckpt_path", str(last), "--model.config.time_budget_min", "1")
@@ -116,7 +101,7 @@ def test_a_budget_spent_on_resume_still_ends_with_an_epoch_that_computes_ap(
     """Stopped after epoch 1, whose validation had no AP (8.5 s spent), the run resumes
     with a budget of 6 s, already spent. Ending now would leave epoch 0's AP as the
     run's; it trains epoch 2 instead, whose validation computes AP."""
-    cfg = _budget_config(tiny_config, minutes=0.5)
+    cfg = budget_config(tiny_config, minutes=0.5)
     config = write_config(tmp_path, cfg, tiny_data_dir, callbacks=[CLOCK], **BATCHES)
     last = _checkpoint(_fit(config, capsys, "--trainer.max_steps", "6"))
     out = _fit(config, capsys, "--ckpt_path", str(last), "--model.config.time_budget_min", "0.1")
@@ -156,7 +141,7 @@ def test_a_small_data_set_trains_until_the_budget_not_a_hidden_cap(
     its budget unused): two steps of 0.05 s an epoch, free validation, fit 60 epochs in a
     6-s budget. Given a cap, the closing lines say that it, not the budget, ended the run."""
     assert SOLOConfig.cpu().max_epochs is None and SOLOConfig.dense().max_epochs is None
-    cfg = _budget_config(tiny_config, minutes=0.1)
+    cfg = budget_config(tiny_config, minutes=0.1)
     clock = {"class_path": "fake_clock.FakeClock", "init_args": {"step_s": 0.05}}
     config = write_config(
         tmp_path,
@@ -175,16 +160,7 @@ def test_a_small_data_set_trains_until_the_budget_not_a_hidden_cap(
 
 # --- several processes ---------------------------------------------------------------
 def _solo(*args: str) -> subprocess.Popen:
-    env = os.environ | {"PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{SUPPORT}"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "solo_lib", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group: a timeout ends every rank
-    )
+    return solo(*args, start_new_session=True)  # its own process group: a timeout ends every rank
 
 
 def _wait(proc: subprocess.Popen, timeout: float) -> str:
@@ -208,7 +184,7 @@ def test_two_processes_whose_clocks_disagree_train_and_validate_the_same_epochs(
     """Rank 1's clock runs twice as fast as rank 0's (every step and validation counts
     double): planned apart, rank 1 would stop after half the epochs and leave rank 0
     waiting in a collective. Rank 0 plans; both train its 6 epochs, with AP on 0, 2, 4, 5."""
-    cfg = _budget_config(tiny_config, minutes=0.5)
+    cfg = budget_config(tiny_config, minutes=0.5)
     skewed = {**CLOCK, "init_args": {**CLOCK["init_args"], "rank_skew": 1.0}}
     probe = {"class_path": "budget_probe.RecordPlan", "init_args": {"out_dir": str(tmp_path)}}
     config = write_config(tmp_path, cfg, tiny_data_dir, callbacks=[skewed, probe], **BATCHES)

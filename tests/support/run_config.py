@@ -1,6 +1,10 @@
-"""A YAML run config like solo_lib/configs/cpu.yaml, for the command-line tests."""
+"""The command-line tests' run configs (YAML like solo_lib/configs/cpu.yaml, a budgeted
+config) and their way of starting ``python -m solo_lib`` in another process."""
 
 import dataclasses
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -29,3 +33,32 @@ def write_config(
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(base))
     return path
+
+
+def budget_config(cfg: SOLOConfig, minutes: float, every: int = 2) -> SOLOConfig:
+    """`cfg` under a time budget of `minutes`, as the presets: no epoch cap, a cosine without
+    warm-up (so that the rates are easy to derive), mask AP every `every` epochs."""
+    return cfg.replace(
+        max_epochs=None,
+        time_budget_min=minutes,
+        lr_schedule="cosine",
+        lr_milestones=(),
+        warmup_iters=0,
+        map_every_n_epochs=every,
+    )
+
+
+def solo(*args: str, **popen) -> subprocess.Popen:
+    """``python -m solo_lib ARGS`` from the repository root, output and errors in one pipe;
+    `tests/support` is importable there too (its callbacks are named in the configs)."""
+    support = Path(__file__).parent
+    env = os.environ | {"PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{support}"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "solo_lib", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
