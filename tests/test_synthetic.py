@@ -126,6 +126,17 @@ def test_ensure_builtin_dataset_generates_once_and_regenerates_on_mismatch(tmp_p
     assert json.loads((root / synthetic.METADATA_FILE).read_text())["num_images"] == 4
 
 
+def test_generating_says_what_and_where_with_a_progress_bar_and_only_once(tmp_path, capsys):
+    """The first minute of the main job printed nothing while the set was generated."""
+    root = tmp_path / "builtin"
+    ensure_builtin_dataset(root, num_images=3, seed=0)
+    err = capsys.readouterr().err  # a status, beside Lightning's: not the notebooks' output
+    assert f"generating the built-in 'objects' data set, 3 images, into {root}" in err
+    assert "objects images: 100%" in err and "3/3" in err  # tqdm's bar
+    ensure_builtin_dataset(root, num_images=3, seed=0)
+    assert capsys.readouterr() == ("", "")  # found there: nothing to say
+
+
 def test_ensure_builtin_dataset_never_replaces_foreign_files(tmp_path):
     root = tmp_path / "real"
     root.mkdir()

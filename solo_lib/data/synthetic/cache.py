@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
+from tqdm import tqdm
 
 from solo_lib.atomic import atomic_directory, file_lock
 from solo_lib.data.cis680 import BBOXES_FILE, IMAGES_FILE, LABELS_FILE, MASKS_FILE
@@ -82,9 +84,15 @@ def _renderer(mode: str) -> Renderer:
 # Writing the four files
 # --------------------------------------------------------------------------------------
 def write_dataset(
-    out_dir: str | os.PathLike, num_images: int, seed: int, mode: str = OBJECTS
+    out_dir: str | os.PathLike,
+    num_images: int,
+    seed: int,
+    mode: str = OBJECTS,
+    progress: bool = False,
 ) -> Path:
     """Write `num_images` synthetic images of `mode` with `seed` to `out_dir` in the CIS 680 format.
+
+    `progress` shows a progress bar (tqdm, on stderr) while the images are drawn.
 
     Files: the two gzip (zlib) compressed h5 files (one chunk per image / mask), the two
     pickled object-array .npy files, and `metadata.json` (generator version, mode, seed,
@@ -119,7 +127,8 @@ def write_dataset(
                 **_COMPRESSION,
             )
             total = 0
-            for i in range(num_images):
+            drawn = tqdm(range(num_images), desc=f"{mode} images", disable=not progress)
+            for i in drawn:
                 image, m, labels[i], bboxes[i] = render(seed, i)
                 images[i] = image
                 if len(m):
@@ -216,5 +225,11 @@ def ensure_builtin_dataset(
     _check_replaceable(root, mode)
     with file_lock(root.parent / f".{root.name}.lock"):
         if not _is_current(root, num_images, seed, mode):
-            write_dataset(root, num_images, seed, mode)
+            print(  # on stderr, beside the bar: a status, not a result
+                f"generating the built-in {mode!r} data set, {num_images} images, into {root} "
+                "(once: later runs find it there)",
+                file=sys.stderr,
+                flush=True,
+            )
+            write_dataset(root, num_images, seed, mode, progress=True)
     return root
