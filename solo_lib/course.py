@@ -5,9 +5,14 @@ There is one training path per model. The main job,
 `cpu` preset and writes its logs and checkpoints to ``runs/cpu/version_N``; notebook 04
 can run exactly that command in its kernel (`train_job`), reads the newest run's log,
 and notebook 05 loads its best checkpoint (`load_job_model`). Notebook 06 does the same
-with the dense preset (`DENSE_JOB`), notebook 07 with SOLOv2's (`SOLOV2_JOB`). Without a
-trained model, a notebook says so and names the command instead of quietly training a
-toy model.
+with the dense preset (`DENSE_JOB`), notebook 07 with SOLOv2's (`SOLOV2_JOB`).
+
+Before the learner has trained a job, the notebooks show the course's reference run of
+it (`reference_run`): ``reference/<name>``, laid out as a run folder (metrics.csv,
+config.yaml, checkpoints/ with the best weights alone) and trained by the course's own
+command, recorded in its README.md. A job without a reference run and without a run
+of the learner's stops the notebook with the command that trains it, instead of
+quietly training a toy model.
 
 In fast mode (``SOLO_FAST=1``, the test suite) the same command runs a few steps on
 a few images into ``runs/<name>_fast``, so running the tests never touches a learner's
@@ -25,7 +30,7 @@ import torch
 
 from solo_lib.config import SOLOConfig, fast_mode
 from solo_lib.module import LitSOLO, build_optimizer, build_schedule
-from solo_lib.paths import REPO_ROOT, RUNS_DIR
+from solo_lib.paths import REFERENCE_DIR, REPO_ROOT, RUNS_DIR
 
 CONFIG_DIR = REPO_ROOT / "solo_lib" / "configs"
 #: Fast mode: a job's command on `FAST_IMAGES` images for `FAST_STEPS` steps.
@@ -167,15 +172,54 @@ def best_checkpoint(run: Path) -> Path:
     raise NoTrainedModel(f"{run / 'checkpoints'}: no checkpoint (best-*.ckpt or last.ckpt)")
 
 
-def load_job_model(job: Job = MAIN_JOB, fast: bool | None = None) -> tuple[LitSOLO, Path]:
-    """The best checkpoint of a job's newest run (eval mode, CPU), and its path.
+def reference_run(job: Job = MAIN_JOB) -> Path | None:
+    """The course's reference run of `job` (``reference/<name>``), or None if it has none.
 
-    In fast mode a missing run is trained first (a few steps); otherwise a missing run
-    raises `NoTrainedModel`, whose message gives the command.
+    A run folder like the learner's: metrics.csv, config.yaml, and in checkpoints/ the
+    best weights alone; its README.md says how, where and how long it was trained.
+    """
+    run = REFERENCE_DIR / job.name
+    has_weights = any((run / "checkpoints").glob("*.ckpt"))
+    return run if has_weights and (run / "metrics.csv").is_file() else None
+
+
+def is_reference(run: Path) -> bool:
+    """Whether `run` is one of the course's reference runs rather than the learner's."""
+    return run.resolve().parent == REFERENCE_DIR.resolve()
+
+
+def job_run(job: Job = MAIN_JOB, fast: bool | None = None) -> Path:
+    """The run a notebook shows: the learner's newest run of `job`, else its reference run.
+
+    Raises `NoTrainedModel` (which names the command) when there is neither.
+    """
+    try:
+        return newest_run(fast, job)
+    except NoTrainedModel:
+        reference = reference_run(job)
+        if reference is None:
+            raise
+        return reference
+
+
+def describe_run(run: Path) -> str:
+    """One line that says whose run `run` is and where it lies, for a notebook to print."""
+    where = run.relative_to(REPO_ROOT) if run.is_relative_to(REPO_ROOT) else run
+    if is_reference(run):
+        return f"the course's reference run, {where} (how it was trained: {where}/README.md)"
+    return f"your run, {where}"
+
+
+def load_job_model(job: Job = MAIN_JOB, fast: bool | None = None) -> tuple[LitSOLO, Path]:
+    """The best checkpoint of `job_run` (eval mode, CPU), and its path.
+
+    The learner's newest run of the job, else the course's reference run. In fast mode
+    a job with neither is trained first (a few steps); otherwise it raises
+    `NoTrainedModel`, whose message gives the command.
     """
     fast = fast_mode() if fast is None else fast
     try:
-        run = newest_run(fast, job)
+        run = job_run(job, fast)
     except NoTrainedModel:
         if not fast:
             raise

@@ -16,3 +16,7 @@ BUILTIN_DATA_DIR = DATA_DIR / "builtin"
 
 #: Training runs: logs and checkpoints, one sub-folder per run.
 RUNS_DIR = Path(os.environ.get("SOLO_RUNS_DIR", REPO_ROOT / "runs"))
+
+#: The course's reference runs (one folder per job, kept in the repository): the trained
+#: models the notebooks show before the learner has trained one (`solo_lib.reference`).
+REFERENCE_DIR = REPO_ROOT / "reference"

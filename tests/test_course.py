@@ -5,7 +5,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from solo_lib import course
+from solo_lib import course, reference
 from solo_lib.course import learning_rate_schedule, read_metrics
 from solo_lib.data import SOLODataModule
 from solo_lib.module import LitSOLO
@@ -250,11 +250,45 @@ def test_main_job_in_process_writes_a_run_that_load_main_model_loads(
     assert second.name == "version_1" and course.newest_run(fast=True) == second
 
 
+def test_before_the_learner_trains_a_job_the_notebooks_get_its_reference_run(
+    tmp_path, monkeypatch, tiny_config, tiny_data_dir
+):
+    """No run of the learner's: the reference run; once there is one: the learner's."""
+    monkeypatch.setattr(course, "RUNS_DIR", tmp_path / "runs")
+    monkeypatch.setattr(course, "REFERENCE_DIR", tmp_path / "reference")
+    monkeypatch.setattr(course, "FAST_STEPS", 2)
+    trained = course.train_main_job(fast=True, extra_args=_tiny_args(tiny_config, tiny_data_dir))
+    record = reference.publish(trained, tmp_path / "reference" / "cpu", "the command", "here")
+
+    # Learner mode, no runs/cpu: the reference run, not an error and not a training.
+    monkeypatch.setattr(course, "train_job", lambda *a, **k: pytest.fail("trained a model"))
+    model, path = course.load_job_model(course.MAIN_JOB, fast=False)
+    run = course.job_run(course.MAIN_JOB, fast=False)
+    assert path.parents[1] == run == tmp_path / "reference" / "cpu"
+    assert course.is_reference(run) and "reference run" in course.describe_run(run)
+    # Its checkpoint is the run's best, weights alone: the same network, no optimiser.
+    best = torch.load(course.best_checkpoint(trained), map_location="cpu", weights_only=True)
+    stored = torch.load(path, map_location="cpu", weights_only=True)
+    assert "optimizer_states" in best and "optimizer_states" not in stored
+    assert all(torch.equal(v, best["state_dict"][k]) for k, v in model.state_dict().items())
+    assert path.name == best_name(trained) == record["checkpoint"]
+    assert record["epochs"] == 1 and record["subset"]["batches"] == reference.SUBSET_BATCHES
+
+    # The learner's own run (fast mode's folder here) comes first.
+    assert course.job_run(course.MAIN_JOB, fast=True) == trained
+    assert not course.is_reference(trained) and "your run" in course.describe_run(trained)
+
+
+def best_name(run) -> str:
+    return course.best_checkpoint(run).name
+
+
 @pytest.mark.parametrize("job", course.JOBS, ids=lambda job: job.name)
 def test_without_a_run_learner_mode_names_the_command_and_trains_nothing(
     tmp_path, monkeypatch, job
 ):
     monkeypatch.setattr(course, "RUNS_DIR", tmp_path)
+    monkeypatch.setattr(course, "REFERENCE_DIR", tmp_path / "reference")  # none shipped
 
     def _no_training(*args, **kwargs):
         raise AssertionError("load_job_model trained a model in learner mode")
