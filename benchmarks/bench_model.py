@@ -61,7 +61,9 @@ def measure(cfg: SOLOConfig, device: torch.device, repeats: int, warmup: int) ->
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--presets", nargs="+", default=["cpu", "paper"], choices=["cpu", "paper"])
+    parser.add_argument(
+        "--presets", nargs="+", default=["cpu", "paper"], choices=["cpu", "gpu", "paper"]
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument(
         "--repeats", type=int, default=10, help="timed forward passes (default: 10)"

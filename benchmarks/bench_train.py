@@ -156,8 +156,9 @@ def quick_config(cfg: SOLOConfig) -> SOLOConfig:
 
 
 def default_batch(preset: str, device: torch.device) -> int:
-    """Default batch of a step: 8 on a GPU (the paper's 16 per device may not fit), else 8 for
-    the cpu preset and 2 for the paper preset (several GB per image on a CPU)."""
+    """Default batch of a step: the preset's own `batch_size` (cpu 4, gpu 16), but for the
+    paper preset 8 on a GPU (its 16 per device may not fit) and 2 on a CPU (several GB per
+    image)."""
     if preset == "paper":
         return 8 if device.type == "cuda" else 2
     return SOLOConfig.preset(preset).batch_size
@@ -165,13 +166,15 @@ def default_batch(preset: str, device: torch.device) -> int:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--presets", nargs="+", default=["cpu", "paper"], choices=["cpu", "paper"])
+    parser.add_argument(
+        "--presets", nargs="+", default=["cpu", "paper"], choices=["cpu", "gpu", "paper"]
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (bf16-mixed)")
     parser.add_argument(
         "--batch-size",
         type=int,
-        help="images per step (default: 8 per GPU; on CPU 8 cpu / 2 paper)",
+        help="images per step (default: the preset's; paper: 8 on a GPU, 2 on a CPU)",
     )
     parser.add_argument("--steps", type=int, default=10, help="timed steps (default: 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: 2)")
