@@ -332,6 +332,14 @@ def _dice_by_einsum(pred, target, squares=True, one_minus=True):
     return 1 - coefficient if one_minus else coefficient
 
 
+def _rate_by_factors(step, total_steps, lr, warmup_iters, warmup_ratio, from_zero=False):
+    """The rate as lr times the warm-up's and the cosine's factors, the warm-up by a min
+    (guarded for a run without one), the cosine as a squared half-angle cosine."""
+    start = 0.0 if from_zero else warmup_ratio
+    warmup = min(1.0, start + (1 - start) * step / warmup_iters) if warmup_iters else 1.0
+    return lr * warmup * math.cos(math.pi * step / (2 * total_steps)) ** 2
+
+
 def _points_by_neighbours(heat, strict=False):
     """Each value against its upper, left and upper-left neighbours, from a padded copy
     (probabilities: a 0 outside the grid never wins)."""
@@ -409,6 +417,7 @@ ALTERNATIVES = {
     "coord_features": _coords_by_arange,
     "focal_loss": _focal_by_log_sigmoids,
     "dice_loss": _dice_by_einsum,
+    "learning_rate": _rate_by_factors,
     "points_nms": _points_by_neighbours,
     "matrix_nms": _matrix_nms_loop,
     "masks_to_original": _to_original_flip_then_crop,
@@ -475,6 +484,16 @@ LEARNER_MISTAKES = [
         "instead of sum p^2 + sum q^2",
     ),
     ("dice_loss", lambda p, q: _dice_by_einsum(p, q, one_minus=False), "the dice coefficient"),
+    (
+        "learning_rate",
+        lambda *a: _rate_by_factors(*a, from_zero=True),
+        "does the warm-up start at 0?",
+    ),
+    (
+        "learning_rate",
+        lambda s, *a: _rate_by_factors(s + 1, *a),  # steps counted from 1
+        "are the steps counted from 1?",
+    ),
     ("points_nms", _points_3x3, "is the window 3x3 around the cell?"),
     ("points_nms", lambda h: _points_by_neighbours(h, strict=True), "do ties lose?"),
     (

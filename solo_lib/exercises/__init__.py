@@ -24,6 +24,7 @@ from solo_lib.exercises.postprocess import (
     check_matrix_nms,
     check_points_nms,
 )
+from solo_lib.exercises.schedule import check_learning_rate
 from solo_lib.exercises.targets import (
     check_center_region,
     check_mask_target,
@@ -37,6 +38,7 @@ __all__ = [
     "check_coord_features",
     "check_dice_loss",
     "check_focal_loss",
+    "check_learning_rate",
     "check_mask_offsets",
     "check_mask_target",
     "check_masks_to_original",

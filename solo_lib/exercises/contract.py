@@ -23,6 +23,7 @@ from solo_lib.exercises.postprocess import (
     check_matrix_nms,
     check_points_nms,
 )
+from solo_lib.exercises.schedule import check_learning_rate
 from solo_lib.exercises.targets import check_center_region, check_mask_target, check_object_levels
 
 #: Exercise name -> its notebook check, in course order.
@@ -34,6 +35,7 @@ NOTEBOOK_CHECKS: dict[str, Callable[[Callable], Callable]] = {
     "coord_features": check_coord_features,  # 03
     "focal_loss": check_focal_loss,  # 03
     "dice_loss": check_dice_loss,  # 03
+    "learning_rate": check_learning_rate,  # 04
     "points_nms": check_points_nms,  # 05
     "matrix_nms": check_matrix_nms,  # 05
     "masks_to_original": check_masks_to_original,  # 05
