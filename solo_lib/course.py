@@ -31,8 +31,8 @@ import torch
 from solo_lib.config import SOLOConfig, fast_mode
 from solo_lib.module import LitSOLO, build_optimizer, build_schedule
 from solo_lib.paths import REFERENCE_DIR, REPO_ROOT, RUNS_DIR
+from solo_lib.presets import CONFIG_DIR
 
-CONFIG_DIR = REPO_ROOT / "solo_lib" / "configs"
 #: Fast mode: a job's command on `FAST_IMAGES` images for `FAST_STEPS` steps.
 FAST_IMAGES = 40
 FAST_STEPS = 4
@@ -210,11 +210,17 @@ def describe_run(run: Path) -> str:
     return f"your run, {where}"
 
 
-def load_job_model(job: Job = MAIN_JOB, fast: bool | None = None) -> tuple[LitSOLO, Path]:
-    """The best checkpoint of `job_run` (eval mode, CPU), and its path.
+def load_run_model(run: Path) -> tuple[LitSOLO, Path]:
+    """The best checkpoint of `run` (`best_checkpoint`), in eval mode on the CPU, and its path."""
+    path = best_checkpoint(run)
+    model = LitSOLO.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    return model.eval(), path
 
-    The learner's newest run of the job, else the course's reference run. In fast mode
-    a job with neither is trained first (a few steps); otherwise it raises
+
+def load_job_model(job: Job = MAIN_JOB, fast: bool | None = None) -> tuple[LitSOLO, Path]:
+    """`load_run_model` of `job_run`: the learner's newest run of the job, else its reference run.
+
+    In fast mode a job with neither is trained first (a few steps); otherwise it raises
     `NoTrainedModel`, whose message gives the command.
     """
     fast = fast_mode() if fast is None else fast
@@ -224,9 +230,7 @@ def load_job_model(job: Job = MAIN_JOB, fast: bool | None = None) -> tuple[LitSO
         if not fast:
             raise
         run = train_job(job, fast=True)
-    path = best_checkpoint(run)
-    model = LitSOLO.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    return model.eval(), path
+    return load_run_model(run)
 
 
 def load_main_model(fast: bool | None = None) -> tuple[LitSOLO, Path]:
