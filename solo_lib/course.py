@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 
 from solo_lib.config import SOLOConfig, fast_mode
 from solo_lib.module import LitSOLO, build_optimizer, build_schedule
@@ -206,8 +207,13 @@ def describe_run(run: Path) -> str:
     """One line that says whose run `run` is and where it lies, for a notebook to print."""
     where = run.relative_to(REPO_ROOT) if run.is_relative_to(REPO_ROOT) else run
     if is_reference(run):
-        return f"the course's reference run, {where} (how it was trained: {where}/README.md)"
+        return f"the course's reference run, {where} (how it was trained: {where}/record.json)"
     return f"your run, {where}"
+
+
+def run_config(run: Path) -> SOLOConfig:
+    """The `SOLOConfig` a run trained with, from its ``config.yaml`` (the command's, saved by fit)."""
+    return SOLOConfig(**yaml.safe_load((run / "config.yaml").read_text())["model"]["config"])
 
 
 def load_run_model(run: Path) -> tuple[LitSOLO, Path]:
