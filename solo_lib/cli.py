@@ -16,6 +16,8 @@ prints what the configuration does with its objects, and a proposal of input siz
 grids (`solo_lib.data_report`). ``export`` writes the network as ONNX and its weights
 alone (`solo_lib.export`). ``predict --onnx`` runs that file with onnxruntime over the
 same images as ``predict --ckpt_path`` and writes the same files, without a trainer.
+``analyse`` and ``export`` say what they are doing on stderr (status lines; tqdm bars over
+``analyse``'s images and candidate settings) and print their results alone on stdout.
 
 The model's `SOLOConfig` is the single source of truth: the data module receives
 the same config, the trainer's ``max_epochs`` and the global seed are linked to it.
@@ -56,7 +58,14 @@ from torch.utils.data import Subset
 from solo_lib.atomic import atomic_file
 from solo_lib.config import MODEL_FIELDS, SOLOConfig
 from solo_lib.data import DataFormatError, SOLODataModule
-from solo_lib.data_report import analyse_dataset, format_report
+from solo_lib.data.synthetic.cache import MODES
+from solo_lib.data_report import (
+    GRID_FACTORS,
+    analyse_dataset,
+    format_report,
+    proposal_subset,
+    search_order,
+)
 from solo_lib.export import (
     TOLERANCE,
     OnnxSOLO,
@@ -349,8 +358,21 @@ class AnalyseCLI(TrainerlessCLI):
         self.model = self.trainer = None
 
 
+def _data_source(data: SOLODataModule) -> str:
+    """Where `data` reads its images from, in words (for a status line)."""
+    if data.format == "coco":
+        return str(data.annotation_file)
+    if data.root is None:
+        return f"the built-in {data.builtin!r} set in {MODES[data.builtin].root}"
+    return str(data.root)
+
+
 def analyse(args: list[str]) -> None:
-    """`python -m solo_lib analyse [options]`: print `analyse_dataset`'s report."""
+    """`python -m solo_lib analyse [options]`: print `analyse_dataset`'s report.
+
+    A status line on stderr says what it reads and measures, and tqdm bars there follow
+    the images read, then the candidate settings measured; stdout holds the report.
+    """
     cli = AnalyseCLI(LitSOLO, SOLODataModule, args=args, run=False)
     data = cli.datamodule
     start = time.monotonic()
@@ -362,12 +384,27 @@ def analyse(args: list[str]) -> None:
     else:
         data.setup()
         dataset = data.val_dataset
+    cfg, proposal_images = data.config, cli.config["proposal_images"]
+    status = (
+        f"analyse: measuring the objects of {len(dataset)} images "
+        f"({'the validation split' if cli.config['split'] == 'val' else 'all images'} of "
+        f"{_data_source(data)}, read as fit reads them) at the input "
+        f"{cfg.image_size[0]}x{cfg.image_size[1]} with grids {' '.join(map(str, cfg.num_grids))}"
+    )
+    if proposal_images > 0 and len(dataset):
+        status += (
+            f"; then, for a proposal, up to {len(search_order(cfg)) * len(GRID_FACTORS)} "
+            f"larger inputs and finer grids on "
+            f"{len(proposal_subset(len(dataset), proposal_images))} of them"
+        )
+    print(status, file=sys.stderr, flush=True)  # a status, not a result
     with user_input():  # a data set without objects
         report = analyse_dataset(
             dataset,
-            data.config,
-            proposal_images=cli.config["proposal_images"],
+            cfg,
+            proposal_images=proposal_images,
             min_mask_pixels=cli.config["min_mask_pixels"],
+            progress=True,
         )
     split = "validation split" if cli.config["split"] == "val" else "all images"
     print(f"{split}: ", end="")
@@ -395,8 +432,21 @@ def export(args: list[str]) -> None:
     model = LitSOLO.load_from_checkpoint(options.ckpt_path, map_location="cpu", weights_only=True)
     network = model.model.eval()
     path = Path(options.output)
+    (h, w), batch = network.cfg.image_size, "free batch" if options.dynamic_batch else "batch 1"
     with atomic_file(path) as unchecked:
+        print(  # statuses, not results: on stderr
+            f"export: writing the network of {options.ckpt_path} ({network.cfg.name}, input "
+            f"{h}x{w}, {batch}) as ONNX with torch.onnx (dynamo)",
+            file=sys.stderr,
+            flush=True,
+        )
         export_onnx(network, unchecked, dynamic_batch=options.dynamic_batch)
+        print(
+            f"export: checking {path} with onnxruntime against PyTorch on a random image "
+            f"(tolerance {TOLERANCE:.0e})",
+            file=sys.stderr,
+            flush=True,
+        )
         difference = largest_difference(network, unchecked)
         if not difference <= TOLERANCE:  # NaN too
             raise CommandError(

@@ -16,6 +16,9 @@ input frame:
 `propose_setting` then tries larger inputs and finer grids (finer strides only as a
 last resort), cheapest first, and re-runs the same measurement on each, until (nearly)
 every object owns a cell and the small objects get enough mask pixels.
+
+With ``progress=True`` (``python -m solo_lib analyse``) both loops show a tqdm bar on
+stderr: the images read and measured, then each candidate setting over its images.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from solo_lib.config import SOLOConfig
 from solo_lib.data.geometry import ImageGeometry
@@ -133,6 +137,7 @@ def analyse_dataset(
     proposal_images: int = 100,
     min_mask_pixels: float = 16,
     max_without_cells: float = 0.01,
+    progress: bool = False,
 ) -> DatasetReport:
     """Measure `dataset` under `cfg`, and propose a setting from `proposal_images` of it.
 
@@ -141,8 +146,14 @@ def analyse_dataset(
     uint8 with (H, W) = cfg.image_size (e.g. `SOLODataModule.val_dataset`, or any
     list of such pairs). The proposal (`propose_setting`) reads an evenly spaced
     subset of `proposal_images` images again for each candidate; 0 skips it.
+    `progress` shows a tqdm bar (on stderr) over the images read, then over the
+    candidates measured.
     """
-    stats = _measure(dataset, range(len(dataset)), cfg)
+    h, w = cfg.image_size
+    with tqdm(
+        total=len(dataset), desc=f"analysing at {h}x{w}", unit="image", disable=not progress
+    ) as bar:
+        stats = _measure(dataset, range(len(dataset)), cfg, bar=bar)
     if stats.size.numel() == 0:
         raise ValueError("analyse_dataset: the data set has no objects")
 
@@ -167,8 +178,10 @@ def analyse_dataset(
     sizes = {name: float(stats.size.quantile(q)) for name, q in QUANTILES.items()}
     proposal = None
     if proposal_images > 0:
-        subset = range(0, len(dataset), math.ceil(len(dataset) / proposal_images))
-        proposal = propose_setting(dataset, cfg, min_mask_pixels, max_without_cells, subset)
+        subset = proposal_subset(len(dataset), proposal_images)
+        proposal = propose_setting(
+            dataset, cfg, min_mask_pixels, max_without_cells, subset, progress=progress
+        )
     return DatasetReport(
         image_size=cfg.image_size,
         num_images=len(dataset),
@@ -185,12 +198,34 @@ def analyse_dataset(
     )
 
 
+def proposal_subset(num_images: int, proposal_images: int) -> range:
+    """The images `analyse_dataset` measures the candidates on: at most `proposal_images`
+    of `num_images`, evenly spaced."""
+    return range(0, num_images, math.ceil(num_images / proposal_images))
+
+
+def search_order(cfg: SOLOConfig) -> list[tuple[tuple[int, ...], tuple[int, int]]]:
+    """The (strides, input size) pairs `propose_setting` tries, in order, each with the
+    grids of every factor in `GRID_FACTORS`: at most ``len(search_order(cfg)) *
+    len(GRID_FACTORS)`` candidates (the search stops at the first that meets the needs)."""
+    finest = min(cfg.strides)
+    finer = tuple(s // 2 if s == finest else s for s in cfg.strides)
+    sizes = [_scaled_input(cfg.image_size, factor) for factor in IMAGE_FACTORS]
+    sizes = [cfg.image_size] + [s for s in sizes if max(s) <= MAX_INPUT_SIDE]
+    return [
+        (strides, size)
+        for strides in ((cfg.strides, finer) if finest > 1 else (cfg.strides,))
+        for size in dict.fromkeys(sizes)  # in order, without repeats
+    ]
+
+
 def propose_setting(
     dataset: Sequence[tuple[object, dict]],
     cfg: SOLOConfig,
     min_mask_pixels: float = 16,
     max_without_cells: float = 0.01,
     indices: Sequence[int] | None = None,
+    progress: bool = False,
 ) -> Proposal:
     """The cheapest input size and grids under which the objects of `dataset` fit SOLO.
 
@@ -206,19 +241,23 @@ def propose_setting(
     on the grids, so an input whose masks are too small skips its finer grids. If no
     candidate meets the needs: the one with the fewest objects without cells among
     those with enough mask pixels (else among all).
+
+    `progress` shows one tqdm bar (on stderr): the candidate being measured (its number,
+    of at most `search_order`'s count), over its images.
     """
     indices = range(len(dataset)) if indices is None else indices
-    finest = min(cfg.strides)
-    finer = tuple(s // 2 if s == finest else s for s in cfg.strides)
+    order = search_order(cfg)
+    most = len(order) * len(GRID_FACTORS)
     tried: list[Candidate] = []
-    for strides in (cfg.strides, finer) if finest > 1 else (cfg.strides,):
-        sizes = [_scaled_input(cfg.image_size, factor) for factor in IMAGE_FACTORS]
-        sizes = [cfg.image_size] + [s for s in sizes if max(s) <= MAX_INPUT_SIDE]
-        for size in dict.fromkeys(sizes):  # in order, without repeats
+    with tqdm(total=len(indices), desc="proposal", unit="image", disable=not progress) as bar:
+        for strides, size in order:
             for grid_factor in GRID_FACTORS:
                 grids = tuple(max(1, int(s * grid_factor + 0.5)) for s in cfg.num_grids)
                 candidate = cfg.replace(image_size=size, strides=strides, num_grids=grids)
-                stats = _measure(dataset, indices, cfg, candidate)
+                setting = _in_words(size, strides, grids, cfg)
+                bar.set_description(f"proposal {len(tried) + 1}/{most}: {setting}", refresh=False)
+                bar.reset()  # and shown, with the new description
+                stats = _measure(dataset, indices, cfg, candidate, bar=bar)
                 n = stats.size.numel()
                 without = int((~stats.owns.any(1)).sum())
                 small = _small_mask_pixels(stats)
@@ -234,6 +273,14 @@ def propose_setting(
                     break  # finer grids leave the mask pixels as they are
     best = min(tried, key=lambda c: (c.small_mask_pixels < min_mask_pixels, c.without_cells))
     return Proposal(best, tuple(tried), len(indices), min_mask_pixels, max_without_cells)
+
+
+def _in_words(
+    size: tuple[int, int], strides: tuple[int, ...], grids: tuple[int, ...], cfg: SOLOConfig
+) -> str:
+    """A candidate setting for the progress bar: input, grids, and strides if not `cfg`'s."""
+    words = f"{size[0]}x{size[1]}, grids {' '.join(map(str, grids))}"
+    return words if strides == cfg.strides else f"{words}, strides {' '.join(map(str, strides))}"
 
 
 def format_report(report: DatasetReport) -> str:
@@ -361,9 +408,11 @@ def _measure(
     indices: Sequence[int],
     cfg: SOLOConfig,
     candidate: SOLOConfig | None = None,
+    bar: tqdm | None = None,
 ) -> _ObjectStats:
     """The objects of images `indices`, measured under `cfg` or, placed in its input, under
-    `candidate`. One image at a time: only its masks are held at once."""
+    `candidate`. One image at a time: only its masks are held at once. `bar` (a tqdm
+    bar) advances by one per image."""
     per_image = []
     for i in indices:
         _, target = dataset[i]
@@ -371,6 +420,8 @@ def _measure(
         if candidate is not None:
             target = _placed(target, cfg.image_size, candidate.image_size)
         per_image.append(_image_stats(target, candidate or cfg))
+        if bar is not None:
+            bar.update()
     if not per_image:  # no images: no objects
         nothing = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
         per_image.append(_image_stats(nothing, cfg))

@@ -26,6 +26,7 @@ import datetime
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -54,24 +55,38 @@ def weights_of(run: Path) -> Path:
     return found[0]
 
 
-def score(checkpoint: Path, batches: int | None = None) -> dict[str, float]:
+def score(checkpoint: Path, batches: int | None = None, progress: bool = False) -> dict[str, float]:
     """AP, AP50 and AP75 of a run's checkpoint on the run's validation split, in float32.
 
     `checkpoint` lies in a run's ``checkpoints/`` (a reference run's or any other). The
     data module is built from the run's own ``config.yaml`` (its ``data`` section) and
     the network's config from the checkpoint, as ``validate --ckpt_path`` does.
     `batches`: only the first so many validation batches (None: all of them).
+    `progress` (``python -m solo_lib.reference``): a status line on stderr, and
+    Lightning's validation bar.
     """
     data_options = yaml.safe_load((checkpoint.parents[1] / "config.yaml").read_text())["data"]
     model = LitSOLO.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
     data = SOLODataModule(model.cfg, **data_options)
+    if progress:
+        data.setup("validate")  # for the count; validate's own setup then finds it done
+        images = len(data.val_dataset)
+        part = (
+            f"all {images} validation images"
+            if batches is None
+            else f"the first {batches} batches "
+            f"({min(images, batches * model.cfg.batch_size)} of {images} validation images)"
+        )
+        print(  # a status, not a result
+            f"scoring {checkpoint} on {part} in float32", file=sys.stderr, flush=True
+        )
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=1,
         precision="32-true",  # the same numbers on every machine
         logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=False,
+        enable_progress_bar=progress,
         enable_model_summary=False,
         limit_val_batches=1.0 if batches is None else batches,
     )
@@ -91,12 +106,16 @@ def _git_commit() -> str:
     return result.stdout.strip() or "unknown"
 
 
-def publish(source: Path, target: Path, command: str, machine: str) -> dict[str, Any]:
+def publish(
+    source: Path, target: Path, command: str, machine: str, progress: bool = False
+) -> dict[str, Any]:
     """Make the finished run `source` the reference run `target`, and return its record.
 
     Copies ``metrics.csv`` and ``config.yaml``, stores the best checkpoint's weights alone
     (at most `MAX_WEIGHTS_MB`), scores them (`score`: whole split and subset) and writes
     ``record.json`` with the command, the machine, the training minutes and the epochs.
+    `progress` (the command line): each scoring says on stderr what it scores, with
+    Lightning's validation bar (minutes on a CPU).
     """
     from solo_lib.course import best_checkpoint, read_metrics  # course imports this module
 
@@ -120,8 +139,8 @@ def publish(source: Path, target: Path, command: str, machine: str) -> dict[str,
         "epochs": metrics["time/minutes"][-1][0] + 1,
         "checkpoint": best.name,
         "weights_mb": round(size_mb, 2),
-        "validation": {"batches": None, **score(weights)},
-        "subset": {"batches": SUBSET_BATCHES, **score(weights, SUBSET_BATCHES)},
+        "validation": {"batches": None, **score(weights, progress=progress)},
+        "subset": {"batches": SUBSET_BATCHES, **score(weights, SUBSET_BATCHES, progress)},
     }
     with atomic_file(target / "record.json") as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
@@ -137,8 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--machine", required=True, help="where it trained, in words")
     options = parser.parse_args(argv)
     target = REFERENCE_DIR / options.job
-    record = publish(options.run, target, options.command, options.machine)
-    print(json.dumps(record, indent=2))
+    record = publish(options.run, target, options.command, options.machine, progress=True)
+    print(json.dumps(record, indent=2), flush=True)
 
 
 if __name__ == "__main__":

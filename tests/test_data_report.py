@@ -5,12 +5,14 @@ level 0 [0.16, 15.36], level 1 [7.68, 30.72], level 2 [15.36, 61.44], ...; level
 and 1 have stride 8 and 32 x 32 masks (4 x 4 input pixels per mask pixel).
 """
 
+import re
+
 import pytest
 import torch
 
 from solo_lib.cli import main
 from solo_lib.config import SOLOConfig
-from solo_lib.data import write_coco_dataset
+from solo_lib.data import SOLODataModule, write_coco_dataset
 from solo_lib.data_report import analyse_dataset, format_report, object_sizes
 from solo_lib.paths import REPO_ROOT
 from solo_lib.targets import objects_without_cells
@@ -232,3 +234,35 @@ def test_cli_min_mask_pixels_sets_the_proposals_need(tmp_path, capsys):
     assert "small objects >= 1 mask px" in out
     assert "proposed: --model.config.image_size '[384, 544]'" in out
     assert "--model.config.num_grids '[16, 12, 8, 6, 4]'" in out
+
+
+def test_cli_analyse_says_what_it_does_on_stderr_and_prints_the_report_alone_on_stdout(
+    tmp_path, capsys
+):
+    """Issue 28: a status line and tqdm bars (images, then candidate settings) on stderr;
+    stdout holds the report that `analyse_dataset` makes of the same images, and the time."""
+    args = [*_analyse_squares(tmp_path), "--proposal_images=1"]
+    main(args)
+    out, err = capsys.readouterr()
+
+    options = dict(arg.removeprefix("--data.").split("=", 1) for arg in args if "=" in arg)
+    cfg = SOLOConfig.cpu()
+    data = SOLODataModule(
+        cfg, format="coco", root=options["root"], annotation_file=options["annotation_file"]
+    )
+    report = analyse_dataset(data._dataset(train=False), cfg, proposal_images=1)
+    expected = f"all images: {format_report(report)}\n"
+    assert out.startswith(expected)
+    assert re.fullmatch(r"analysed in \d+\.\d s\n", out[len(expected) :])
+
+    # 5 inputs (x 1, 1.25, 1.5, 2, 3) x 4 grid factors x 2 strides (as they are, finer)
+    status = (
+        f"analyse: measuring the objects of 2 images (all images of "
+        f"{options['annotation_file']}, read as fit reads them) at the input 256x352 with "
+        "grids 16 12 8 6 4; then, for a proposal, up to 40 larger inputs and finer grids "
+        "on 1 of them"
+    )
+    assert status in err.splitlines()
+    bars = err.replace("\r", "\n")
+    assert "analysing at 256x352: 100%" in bars
+    assert "proposal 1/40: 256x352, grids 16 12 8 6 4: 100%" in bars

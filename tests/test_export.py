@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 
 import onnx
@@ -257,3 +258,36 @@ def test_a_free_batch_graph_of_the_cpu_preset_runs_one_and_three_images(tmp_path
             expected_category, expected_masks = model(batch).probabilities()
         torch.testing.assert_close(category[0], expected_category[0], atol=1e-4, rtol=0)
         torch.testing.assert_close(masks[-1], expected_masks[-1], atol=1e-4, rtol=0)
+
+
+def test_export_says_what_it_does_on_stderr_and_prints_the_files_alone_on_stdout(
+    tmp_path, capsys, tiny_config
+):
+    """Issue 28: a status line on stderr before the export and before the onnxruntime
+    check (each a few seconds); stdout holds the one line of results, as before."""
+    from solo_lib.cli import main
+
+    torch.manual_seed(0)
+    checkpoint = write_checkpoint(
+        LitSOLO(tiny_config.replace(channels_last=False)), tmp_path / "m.ckpt"
+    )
+    onnx_file, weights = tmp_path / "m.onnx", tmp_path / "m.weights.ckpt"
+    main(["export", "--ckpt_path", str(checkpoint), "--output", str(onnx_file)])
+    out, err = capsys.readouterr()
+    assert re.fullmatch(
+        rf"wrote {re.escape(str(onnx_file))} \(\d+\.\d MB\) and {re.escape(str(weights))} "
+        r"\(\d+\.\d MB\); onnxruntime against PyTorch on a random image: largest difference "
+        r"\d\.\de[-+]\d\d \(tolerance 1e-04\)\n",
+        out,
+    )
+    lines = err.splitlines()
+    exporting = (
+        f"export: writing the network of {checkpoint} (tiny, input 96x128, batch 1) as ONNX "
+        "with torch.onnx (dynamo)"
+    )
+    checking = (
+        f"export: checking {onnx_file} with onnxruntime against PyTorch on a random image "
+        "(tolerance 1e-04)"
+    )
+    assert exporting in lines and checking in lines
+    assert lines.index(exporting) < lines.index(checking)
