@@ -11,7 +11,7 @@ lost here already, before any learning.
 
 `error_sources` swaps one of a trained model's outputs (category grids or masks) for
 the perfect one: the AP that the other output allows, so that a learner sees which of
-the two branches holds the model back.
+the two branches holds the model back (and, on request, both: the ceiling).
 
 `postprocess_sweep` re-runs only the post-processing of cached network outputs under
 other inference settings (score and mask thresholds, Matrix NMS kernel and sigma): an
@@ -75,7 +75,10 @@ def ceiling(batches: Iterable[tuple[Tensor, list[dict]]], cfg: SOLOConfig) -> di
 
 
 def error_sources(
-    model: SOLO, batches: Iterable[tuple[Tensor, list[dict]]], cfg: SOLOConfig
+    model: SOLO,
+    batches: Iterable[tuple[Tensor, list[dict]]],
+    cfg: SOLOConfig,
+    with_ceiling: bool = False,
 ) -> dict[str, dict]:
     """Mask AP of `model` on `batches`, and with one of its outputs made perfect.
 
@@ -83,8 +86,11 @@ def error_sources(
     ``"perfect masks"`` (its category grids with the targets' masks: what its categories
     allow) and ``"perfect categories"`` (the targets' grids with its masks: what its masks
     allow). The swap that lifts the AP more names the branch that costs more.
+    `with_ceiling` adds ``"perfect network"``, both outputs perfect: `ceiling`'s result,
+    from the same perfect output (built once per batch).
     """
     names = ("model", "perfect masks", "perfect categories")
+    names += ("perfect network",) if with_ceiling else ()
     evaluators = {name: MaskEvaluator(cfg.class_names) for name in names}
     was_training = model.training
     model.eval()
@@ -97,8 +103,10 @@ def error_sources(
                 "model": own,
                 "perfect masks": SOLOOutput(own.category, perfect.masks),
                 "perfect categories": SOLOOutput(perfect.category, own.masks),
+                "perfect network": perfect,
             }
-            for name, output in outputs.items():
+            for name in names:
+                output = outputs[name]
                 evaluators[name].update(
                     postprocess(*output.probabilities(), targets, cfg),
                     [t["original"] for t in targets],

@@ -108,6 +108,14 @@ def test_error_sources_swap_exactly_one_output(tmp_path) -> None:
     assert float(result["model"]["AP"]) == 0.0
     assert float(result["perfect categories"]["AP"]) == pytest.approx(1.0)
     assert float(result["perfect masks"]["AP"]) == 0.0
+    assert "perfect network" not in result
+    # with_ceiling: both outputs perfect, the same as `ceiling` on the same batches
+    result = error_sources(_FixedOutput(blind), [batch], cfg, with_ceiling=True)
+    expected = ceiling([batch], cfg)
+    assert float(result["model"]["AP"]) == 0.0
+    for key in ("AP", "AP50", "AP75"):
+        assert result["perfect network"][key] == pytest.approx(expected[key])
+    assert float(result["perfect network"]["AP"]) == pytest.approx(1.0)
 
 
 def test_postprocess_sweep_changes_only_the_inference_settings(tmp_path) -> None:

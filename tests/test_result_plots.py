@@ -15,6 +15,7 @@ from solo_lib.viz import (
     plot_pr_curves,
     plot_results,
     plot_score_changes,
+    plot_side_by_side,
 )
 
 NAMES = ("vehicle", "person", "animal")
@@ -154,3 +155,25 @@ def test_results_put_each_ground_truth_beside_its_predictions():
     assert len(fig.axes[3].texts) == 0 and not fig.axes[7].images  # no prediction; unused panel
     with pytest.raises(ValueError, match="as many"):
         plot_results([image], [gt, gt], [found])
+
+
+def test_side_by_side_puts_each_models_predictions_in_its_own_column():
+    image = np.full((20, 30, 3), 0.5)
+    gt = {"masks": torch.zeros(1, 20, 30, dtype=torch.bool), "labels": torch.tensor([1])}
+    gt["masks"][0, 2:8, 2:8] = True
+    empty = {
+        "masks": torch.zeros(0, 20, 30, dtype=torch.bool),
+        "labels": torch.zeros(0, dtype=torch.int64),
+        "scores": torch.zeros(0),
+    }
+    found = {"masks": gt["masks"], "labels": gt["labels"], "scores": torch.tensor([0.5])}
+    titles = [("gt 0", "a 0", "b 0"), ("gt 1", "a 1", "b 1")]
+    fig = plot_side_by_side([image] * 2, [gt] * 2, [[found, empty], [empty, found]], titles, NAMES)
+    assert len(fig.axes) == 6  # 2 rows of (ground truth, model a, model b)
+    assert [ax.get_title() for ax in fig.axes] == [t for row in titles for t in row]
+    texts = [[t.get_text() for t in ax.texts] for ax in fig.axes]
+    assert texts == [["vehicle"], ["vehicle 0.50"], [], ["vehicle"], [], ["vehicle 0.50"]]
+    with pytest.raises(ValueError, match="as many"):
+        plot_side_by_side([image] * 2, [gt] * 2, [[found], [found, empty]])
+    with pytest.raises(ValueError, match="one title per panel"):
+        plot_side_by_side([image], [gt], [[found]], [("gt", "a", "b")])

@@ -23,6 +23,7 @@ from solo_lib.viz.results import (
     plot_pr_curves,
     plot_results,
     plot_score_changes,
+    plot_side_by_side,
 )
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "plot_pr_curves",
     "plot_results",
     "plot_score_changes",
+    "plot_side_by_side",
     "plot_training_curves",
     "plot_validation_ap",
 ]

@@ -225,3 +225,51 @@ def plot_results(
         )
     fig.tight_layout()
     return fig
+
+
+def plot_side_by_side(
+    images: Sequence[np.ndarray],
+    ground_truth: Sequence[dict],
+    columns: Sequence[Sequence[dict]],
+    titles: Sequence[Sequence[str]] | None = None,
+    class_names: Sequence[str] = DEFAULT_CLASS_NAMES,
+    panel_size: tuple[float, float] = (2.0, 1.5),
+) -> Figure:
+    """One row per image: its ground truth, then the predictions of each model beside it.
+
+    As `plot_results`, with several models: `columns` holds one list of predictions per
+    model, one dict per image. `titles` gives, per image, the ground truth's title and
+    one per model.
+    """
+    n = len(images)
+    if n == 0 or len(ground_truth) != n or not columns or any(len(c) != n for c in columns):
+        raise ValueError(
+            f"plot_side_by_side: need as many (> 0) images, ground truths and predictions of "
+            f"each model, got {n}, {len(ground_truth)} and {[len(c) for c in columns]}"
+        )
+    if titles is not None and (len(titles) != n or any(len(t) != 1 + len(columns) for t in titles)):
+        raise ValueError(
+            f"plot_side_by_side: need one title per panel, {n} rows of {1 + len(columns)}"
+        )
+    width, height = panel_size
+    fig, axes = plt.subplots(
+        n, 1 + len(columns), figsize=(width * (1 + len(columns)), height * n), squeeze=False
+    )
+    for row, (image, gt) in enumerate(zip(images, ground_truth, strict=True)):
+        names = titles[row] if titles is not None else [None] * (1 + len(columns))
+        draw_instances(
+            axes[row, 0], image, gt["masks"], gt["labels"], class_names=class_names, title=names[0]
+        )
+        for column, predictions in enumerate(columns, start=1):
+            pred = predictions[row]
+            draw_instances(
+                axes[row, column],
+                image,
+                pred["masks"],
+                pred["labels"],
+                scores=pred["scores"],
+                class_names=class_names,
+                title=names[column],
+            )
+    fig.tight_layout()
+    return fig
