@@ -271,16 +271,12 @@ def test_before_the_learner_trains_a_job_the_notebooks_get_its_reference_run(
     stored = torch.load(path, map_location="cpu", weights_only=True)
     assert "optimizer_states" in best and "optimizer_states" not in stored
     assert all(torch.equal(v, best["state_dict"][k]) for k, v in model.state_dict().items())
-    assert path.name == best_name(trained) == record["checkpoint"]
+    assert path.name == course.best_checkpoint(trained).name == record["checkpoint"]
     assert record["epochs"] == 1 and record["subset"]["batches"] == reference.SUBSET_BATCHES
 
     # The learner's own run (fast mode's folder here) comes first.
     assert course.job_run(course.MAIN_JOB, fast=True) == trained
     assert not course.is_reference(trained) and "your run" in course.describe_run(trained)
-
-
-def best_name(run) -> str:
-    return course.best_checkpoint(run).name
 
 
 @pytest.mark.parametrize("job", course.JOBS, ids=lambda job: job.name)
