@@ -8,8 +8,10 @@ is the trained cpu-preset checkpoint with the best validation mask AP under
 
 1. pre-processing: PNG decode, normalise, resize to fit, pad (`ImageFolderDataset`);
 2. backbone + FPN;
-3. heads: category and mask branches and their sigmoids;
-4. points NMS and thresholding: `points_nms`, `select_cells`, `rescore_by_maskness`;
+3. heads: the category branch and its sigmoid, the mask branch up to its mask makers
+   (no mask made yet);
+4. candidates: `points_nms`, `select_cells` (the score threshold, then the candidates'
+   masks, made for those cells only), `rescore_by_maskness`;
 5. Matrix NMS: `suppress`;
 6. masks back to the original size: `masks_to_original`;
 7. RLE: `to_coco_results`, what ``results.json`` holds.
@@ -55,9 +57,10 @@ from solo_lib.data import SOLODataModule
 from solo_lib.data.folder import ImageFolderDataset
 from solo_lib.export import OnnxSOLO, export_onnx
 from solo_lib.model import SOLO
-from solo_lib.model.solo import SOLOOutput
+from solo_lib.model.solo import SOLOParts
 from solo_lib.module import LitSOLO
 from solo_lib.postprocess import (
+    image_masks,
     masks_to_original,
     points_nms,
     postprocess,
@@ -75,14 +78,14 @@ STAGES = (
     "backbone + FPN",
     "heads",
     "network",
-    "points NMS + thresholds",
+    "candidates + their masks",
     "Matrix NMS",
     "masks to original",
     "RLE",
 )
 
-#: A network from the input (1, 3, H, W) to per-level (category, mask) probabilities,
-#: as named stages run one after the other (each takes what the previous returned).
+#: A network from the input (1, 3, H, W) to per-level category probabilities and mask
+#: makers, as named stages run one after the other (each takes what the previous returned).
 NetworkStages = list[tuple[str, Callable]]
 
 
@@ -141,13 +144,18 @@ def validation_folder(cfg: SOLOConfig, root: Path | None, count: int, folder: Pa
 
 
 def torch_stages(model: SOLO, compiled: bool) -> NetworkStages:
-    """SOLO's forward in two stages, backbone + FPN and heads (with the sigmoids);
-    `compiled`: each part through ``torch.compile``."""
+    """SOLO's network in two stages, backbone + FPN and heads (category probabilities and
+    mask makers); `compiled`: each part through ``torch.compile``."""
     backbone = torch.compile(model.backbone) if compiled else model.backbone
-    head = torch.compile(model.head) if compiled else model.head
+    makers = torch.compile(model.head.mask_makers) if compiled else model.head.mask_makers
+
+    def run_heads(features: list[torch.Tensor]) -> tuple[list[torch.Tensor], list]:
+        parts = SOLOParts(*makers(features))
+        return parts.category_probabilities(), parts.masks
+
     return [
         ("backbone + FPN", lambda x: backbone(x.contiguous(memory_format=model.memory_format))),
-        ("heads", lambda features: SOLOOutput(*head(features)).probabilities()),
+        ("heads", run_heads),
     ]
 
 
@@ -170,10 +178,10 @@ def solo_image(
         for name, run in network:
             with clock.stage(name):
                 value = run(value)
-        category, masks = value  # per level (1, C, S, S) and (1, S^2, h, w)
-        with clock.stage("points NMS + thresholds"):
+        category, makers = value  # per level (1, C, S, S) and a mask maker
+        with clock.stage("candidates + their masks"):
             peaks = [points_nms(probs)[0] for probs in category]
-            candidates = select_cells(peaks, [level[0] for level in masks], cfg)
+            candidates = select_cells(peaks, [image_masks(maker, 0) for maker in makers], cfg)
             candidates = rescore_by_maskness(candidates, cfg)
         reaching_nms = len(candidates.scores)
         with clock.stage("Matrix NMS"):
@@ -306,9 +314,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not (args.no_compile or args.quick):  # compiling takes minutes: not in a smoke test
             compiled = ("SOLO, torch.compile", lambda: torch_stages(model, compiled=True), True)
             contenders.append(compiled)
-        contenders.append(
-            ("SOLO, onnxruntime", lambda: [("network", runtime.probabilities)], False)
-        )
+        contenders.append(("SOLO, onnxruntime", lambda: [("network", runtime.outputs)], False))
         results = []
         for name, build, may_fail in contenders:
             network = build()

@@ -6,12 +6,14 @@ already on the device. Median of ``--repeats`` runs after ``--warmup`` untimed r
 eval mode, ``torch.no_grad``. Three timings where they exist:
 
 * backbone + FPN: the feature pyramid only (the same kind of work in both networks);
-* network: SOLO's full forward (backbone, FPN, category and mask heads), logits out.
+* network: SOLO's network as inference runs it (`SOLO.mask_makers`: backbone, FPN,
+  category branch, and the mask branch up to the tensors masks are made from; no mask
+  is made yet).
   Mask R-CNN has no such split: its RPN and RoI heads each end in their own
   post-processing (proposal NMS, box decoding and NMS) before the next stage runs;
 * end to end: the input tensor in, instances at the original image size out. SOLO:
-  forward, sigmoid, `postprocess` (points NMS, selection, maskness, Matrix NMS, masks
-  resized to the original frame). Mask R-CNN: its full eval-mode forward (RPN, RoI
+  the network, `postprocess_parts` (points NMS, selection, the candidates' masks,
+  maskness, Matrix NMS, masks resized to the original frame). Mask R-CNN: its full eval-mode forward (RPN, RoI
   heads, mask head, masks pasted into the image) then the same crop-and-resize to
   the original frame as SOLO's.
 
@@ -22,7 +24,7 @@ near 1 / (C + 1) and keeps its maximum of 100 detections. The table therefore re
 how many candidates reached post-processing: SOLO's cells above the score threshold
 after points NMS, Mask R-CNN's detections.
 
-Efficiency: SOLO's forward FLOPs (`torch.utils.flop_counter.FlopCounterMode`, one
+Efficiency: SOLO's network FLOPs (`torch.utils.flop_counter.FlopCounterMode`, one
 multiply-add = 2 FLOPs, counted on a float32 forward: under autocast it misses some ops) divided by its median network time, as a fraction of the
 dense matmul peak measured in the same run with the same threads (median of 2048 x
 2048 matmuls; bf16 with ``--amp``).
@@ -46,7 +48,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from solo_lib.config import SOLOConfig
 from solo_lib.data import CIS680Dataset
 from solo_lib.model import SOLO
-from solo_lib.postprocess import masks_to_original, points_nms, postprocess
+from solo_lib.postprocess import masks_to_original, points_nms, postprocess_parts
 
 SECTION = "bench_latency"
 
@@ -89,19 +91,15 @@ def time_solo(
 
     def network():
         with autocast(device, amp):
-            return model(images)
+            return model.mask_makers(images)
 
     def backbone():
         with autocast(device, amp):
             return model.backbone(images)
 
     def end_to_end():
-        output = network()
-        return postprocess(
-            *output.probabilities(),
-            [target],
-            cfg,
-        )
+        with autocast(device, amp):
+            return postprocess_parts(network(), [target], cfg)
 
     with torch.no_grad():
         result = {
@@ -109,9 +107,9 @@ def time_solo(
             "network_ms": common.median(common.time_ms(network, repeats, warmup, sync)),
             "end_to_end_ms": common.median(common.time_ms(end_to_end, repeats, warmup, sync)),
             # counted without autocast: the algorithm's FLOPs, whatever the precision
-            "flops": count_flops(lambda: model(images)),
+            "flops": count_flops(lambda: model.mask_makers(images)),
         }
-        peaks = [points_nms(c) for c in network().probabilities()[0]]
+        peaks = [points_nms(c) for c in network().category_probabilities()]
         result["candidates"] = sum(int((p.amax(dim=1) > cfg.score_threshold).sum()) for p in peaks)
     return result
 
@@ -275,13 +273,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"median of {repeats} runs after {warmup} warm-up runs, input already on the device, "
         "untrained networks, default thresholds"
         + (" (--quick: Mask R-CNN keeps 100 proposals, 10 detections)" if args.quick else "")
-        + ". Network ms: SOLO's full forward (logits); "
+        + ". Network ms: SOLO's network up to its category logits and mask makers "
+        "(`SOLO.mask_makers`; the candidates' masks are made in post-processing); "
         "Mask R-CNN has no post-processing-free split past its FPN (RPN and RoI heads each "
         "run their own NMS), so its full forward is reported as end to end only. "
         "End to end: instances at the original image size. Candidates: SOLO cells above the "
         "score threshold after points NMS / Mask R-CNN detections (at most 100) that "
         "post-processing had to handle; untrained SOLO passes few, untrained Mask R-CNN many."
-        "\n\n### Efficiency of the SOLO forward pass\n\n"
+        "\n\n### Efficiency of the SOLO network\n\n"
         f"{common.markdown_table(efficiency_header, efficiency)}\n\n"
         "FLOPs from torch.utils.flop_counter.FlopCounterMode (multiply-add = 2); peak: the "
         f"median of {PEAK_MATMUL_SIZE}x{PEAK_MATMUL_SIZE} {peak_dtype} matmuls measured in "

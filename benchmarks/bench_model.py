@@ -1,10 +1,12 @@
 """Size and speed of the SOLO network: parameter counts and forward time per preset.
 
-For each preset: parameters (backbone + FPN, head, total), the size of the logits
-one image produces (the S^2 mask channels dominate: SOLO's known memory cost), and
-the median forward time at batch 1 over ``--repeats`` runs after ``--warmup``
-untimed ones, in eval mode under ``torch.no_grad`` (inference, no data loading:
-the input is a random tensor already on the device).
+For each preset: parameters (backbone + FPN, head, total); the size of the outputs one
+image produces, with every cell's mask made (``SOLO.forward``: the S^2 mask channels
+dominate, SOLO's known memory cost) and as inference returns them (``SOLO.mask_makers``:
+category logits and the tensors masks are made from, what the ONNX graph outputs); and
+the median time of each at batch 1 over ``--repeats`` runs after ``--warmup`` untimed
+ones, in eval mode under ``torch.no_grad`` (no data loading: the input is a random
+tensor already on the device).
 
     python benchmarks/bench_model.py            # both presets on the CPU
     python benchmarks/bench_model.py --device cuda
@@ -31,12 +33,15 @@ def millions(module: torch.nn.Module) -> str:
     return f"{sum(p.numel() for p in module.parameters()) / 1e6:.2f} M"
 
 
-def output_megabytes(model: SOLO, images: torch.Tensor) -> float:
-    """MB of the logits (category and masks, all levels) for one image of this size."""
+def output_megabytes(model: SOLO, images: torch.Tensor) -> tuple[float, float]:
+    """MB of the outputs for one image of this size: every cell's mask made (category and
+    mask logits, all levels), and category logits with the mask makers' tensors."""
     with torch.no_grad():
-        output = model(images[:1])
-    tensors = output.category + output.masks
-    return sum(t.numel() * t.element_size() for t in tensors) / 1e6
+        dense = model(images[:1])
+        parts = model.mask_makers(images[:1])
+    made = dense.category + dense.masks
+    makers = parts.category + [t for maker in parts.masks for t in maker.tensors()]
+    return tuple(sum(t.numel() * t.element_size() for t in ts) / 1e6 for ts in (made, makers))
 
 
 def measure(cfg: SOLOConfig, device: torch.device, repeats: int, warmup: int) -> list[str]:
@@ -46,7 +51,9 @@ def measure(cfg: SOLOConfig, device: torch.device, repeats: int, warmup: int) ->
     images = torch.randn(1, 3, *cfg.image_size, device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     with torch.no_grad():
-        times = common.time_ms(lambda: model(images), repeats, warmup, sync)
+        dense_ms = common.time_ms(lambda: model(images), repeats, warmup, sync)
+        makers_ms = common.time_ms(lambda: model.mask_makers(images), repeats, warmup, sync)
+    dense_mb, makers_mb = output_megabytes(model, images)
     return [
         cfg.name,
         f"{cfg.image_size[0]}x{cfg.image_size[1]}",
@@ -54,8 +61,10 @@ def measure(cfg: SOLOConfig, device: torch.device, repeats: int, warmup: int) ->
         millions(model.backbone),
         millions(model.head),
         millions(model),
-        f"{output_megabytes(model, images):.0f}",
-        f"{common.median(times):.0f}",
+        f"{dense_mb:.1f}",
+        f"{makers_mb:.1f}",
+        f"{common.median(dense_ms):.0f}",
+        f"{common.median(makers_ms):.0f}",
     ]
 
 
@@ -91,12 +100,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         "backbone + FPN",
         "head",
         "total params",
-        "logits MB / image",
-        "forward ms (median)",
+        "every mask made, MB / image",
+        "mask makers, MB / image",
+        "every mask made, ms",
+        "mask makers, ms",
     ]
     notes = (
         f"Forward pass on {args.device}, {args.threads} threads, batch 1, eval mode, no_grad; "
         f"median of {repeats} runs after {warmup} warm-up runs. Parameters: millions. "
+        "Every mask made: `SOLO.forward`, every cell's mask logits; mask makers: "
+        "`SOLO.mask_makers`, what inference runs (the candidates' masks are made after). "
         "Command: "
         f"`python benchmarks/bench_model.py {shlex.join(sys.argv[1:] if argv is None else argv)}`."
     )

@@ -51,7 +51,7 @@ MIB = 2**20
 PAIRS = (("cpu", "cpu", "solov2_cpu"), ("paper", "paper", "solov2_paper"))
 
 #: Post-processing stages of `bench_deploy.solo_image`, summed into one column.
-POSTPROCESS = ("points NMS + thresholds", "Matrix NMS", "masks to original", "RLE")
+POSTPROCESS = ("candidates + their masks", "Matrix NMS", "masks to original", "RLE")
 
 
 def count_params(module: torch.nn.Module) -> int:

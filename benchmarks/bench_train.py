@@ -70,7 +70,7 @@ def solo_train_step(
     """
     images, targets = batch
     with autocast(images.device, amp):
-        losses, _ = batch_losses(model, images, targets, cfg, all_masks=False)
+        losses, _ = batch_losses(model, images, targets, cfg)
     optimizer.zero_grad(set_to_none=True)
     losses["loss"].backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm)

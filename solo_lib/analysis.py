@@ -29,8 +29,9 @@ from torch import Tensor
 
 from solo_lib.config import SOLOConfig
 from solo_lib.evaluation import MaskEvaluator
-from solo_lib.model.solo import SOLO, SOLOOutput
-from solo_lib.postprocess import postprocess
+from solo_lib.model.mask_makers import DenseMasks
+from solo_lib.model.solo import SOLO, SOLOOutput, SOLOParts
+from solo_lib.postprocess import postprocess, postprocess_parts
 from solo_lib.targets import build_targets
 
 if TYPE_CHECKING:  # only for the annotation: the browser package imports the widgets
@@ -57,6 +58,11 @@ def perfect_output(targets: list[dict[str, Tensor]], cfg: SOLOConfig) -> SOLOOut
     return SOLOOutput(category, masks)
 
 
+def dense_parts(output: SOLOOutput) -> SOLOParts:
+    """`SOLOParts` whose mask makers hand out `output`'s dense masks (B, S^2, h, w)."""
+    return SOLOParts(output.category, [DenseMasks(masks) for masks in output.masks])
+
+
 def ceiling(batches: Iterable[tuple[Tensor, list[dict]]], cfg: SOLOConfig) -> dict:
     """Mask AP of `perfect_output` on `batches` (a data loader's (images, targets)).
 
@@ -65,7 +71,7 @@ def ceiling(batches: Iterable[tuple[Tensor, list[dict]]], cfg: SOLOConfig) -> di
     """
     evaluator = MaskEvaluator(cfg.class_names)
     for _, targets in batches:
-        predictions = postprocess(*perfect_output(targets, cfg).probabilities(), targets, cfg)
+        predictions = postprocess_parts(dense_parts(perfect_output(targets, cfg)), targets, cfg)
         evaluator.update(
             predictions,
             [t["original"] for t in targets],
@@ -97,18 +103,19 @@ def error_sources(
     try:
         for images, targets in batches:
             with torch.no_grad():
-                own = model(images)
-            perfect = perfect_output(targets, cfg)
+                own = model.mask_makers(images)
+            perfect = dense_parts(perfect_output(targets, cfg))
             outputs = {
                 "model": own,
-                "perfect masks": SOLOOutput(own.category, perfect.masks),
-                "perfect categories": SOLOOutput(perfect.category, own.masks),
+                "perfect masks": SOLOParts(own.category, perfect.masks),
+                "perfect categories": SOLOParts(perfect.category, own.masks),
                 "perfect network": perfect,
             }
             for name in names:
-                output = outputs[name]
+                with torch.no_grad():  # the model's masks are made here, for its candidates
+                    predictions = postprocess_parts(outputs[name], targets, cfg)
                 evaluators[name].update(
-                    postprocess(*output.probabilities(), targets, cfg),
+                    predictions,
                     [t["original"] for t in targets],
                     image_ids=[int(t["image_id"]) for t in targets],
                 )

@@ -1,12 +1,16 @@
 """SOLO as an ONNX file, run with onnxruntime, and a weights-only checkpoint to share.
 
-The ONNX graph holds the network and its sigmoids: one input, ``images`` (B, 3, H, W)
-normalised and padded as the data sets make them, at the config's static input size;
-outputs ``category_<l>`` (B, C, S, S) and ``masks_<l>`` (B, S^2, h, w) probabilities per
-level, what `SOLOOutput.probabilities` returns. Post-processing (points NMS, score
-threshold, maskness, Matrix NMS, top-k, masks back to the original image) is not in
-the graph: it is data-dependent control flow that ONNX exporters handle poorly, and
-`solo_lib.postprocess` already runs it on any probabilities, so `OnnxSOLO.predict`
+The ONNX graph holds the network up to the category probabilities and the tensors that
+masks are made from: one input, ``images`` (B, 3, H, W) normalised and padded as the
+data sets make them, at the config's static input size; outputs ``category_<l>``
+(B, C, S, S) probabilities per level, then per level the fields of its mask maker
+(`solo_lib.model.mask_makers`), ``masks_<l>_<field>``: vanilla SOLO's and SOLOv2's
+``features`` (B, E, h, w), ``kernels`` (1 or B, S^2, E) and ``bias``, Decoupled SOLO's
+``x`` and ``y`` (B, S, h, w) logits. No cell's mask is made in the graph: post-processing
+makes the candidates' only (`solo_lib.postprocess`), and the outputs are a fraction of
+the S^2 masks of every level. Post-processing (points NMS, score threshold, masks,
+maskness, Matrix NMS, top-k, masks back to the original image) is not in the graph: it
+is data-dependent control flow that ONNX exporters handle poorly, and `OnnxSOLO.predict`
 applies the very same code to onnxruntime's outputs. The config travels inside the
 ONNX file (metadata ``solo_config``, JSON), so the file alone is enough to predict:
 ``python -m solo_lib predict --onnx model.onnx`` does (`solo_lib.cli`). ``python -m
@@ -34,6 +38,7 @@ from torch import Tensor, nn
 from solo_lib.atomic import atomic_file
 from solo_lib.config import SOLOConfig
 from solo_lib.model import SOLO
+from solo_lib.model.mask_makers import MaskMaker, maker_type
 
 #: ONNX opset of the exported graph (onnxruntime 1.17 and later run it).
 OPSET = 18
@@ -46,21 +51,34 @@ TOLERANCE = 1e-4
 
 
 def output_names(cfg: SOLOConfig) -> list[str]:
-    """``category_0 .. category_{L-1}``, then ``masks_0 .. masks_{L-1}``: the graph's outputs."""
+    """``category_0 .. category_{L-1}``, then ``masks_<l>_<field>`` for every level and
+    field of its mask maker (``masks_0_x``, ``masks_0_y``, ...): the graph's outputs."""
     levels = range(cfg.num_levels)
-    return [f"category_{lv}" for lv in levels] + [f"masks_{lv}" for lv in levels]
+    fields = maker_type(cfg).FIELDS
+    return [f"category_{lv}" for lv in levels] + [
+        f"masks_{lv}_{field}" for lv in levels for field in fields
+    ]
 
 
 class ProbabilityNet(nn.Module):
-    """SOLO with its sigmoids, returning a flat tuple (what an ONNX graph can output)."""
+    """SOLO up to its category probabilities and mask makers' tensors, as a flat tuple
+    (what an ONNX graph can output)."""
 
     def __init__(self, model: SOLO) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
-        category, masks = self.model(images).probabilities()
-        return (*category, *masks)
+        parts = self.model.mask_makers(images)
+        fields = [tensor.float() for maker in parts.masks for tensor in maker.tensors()]
+        return (*parts.category_probabilities(), *fields)
+
+
+def dense_probabilities(category: list[Tensor], makers: list[MaskMaker]) -> Tensor:
+    """Category probabilities and every cell's mask probabilities, flat: what two runs of
+    one network must agree on (`largest_difference`)."""
+    masks = [maker.dense().float().sigmoid() for maker in makers]
+    return torch.cat([p.flatten() for p in [*category, *masks]])
 
 
 def export_onnx(
@@ -143,7 +161,8 @@ def save_weights(checkpoint_path: str | os.PathLike, path: str | os.PathLike) ->
 
 def largest_difference(model: SOLO, path: str | os.PathLike) -> float:
     """The largest difference between the probabilities (category and mask, every level)
-    of `model` (in eval mode) and of its ONNX file at `path`, on one random image.
+    of `model` (in eval mode) and of its ONNX file at `path`, on one random image. Every
+    cell's mask is made here, from each side's mask makers, so that every output counts.
 
     ``python -m solo_lib export`` refuses an export above `TOLERANCE`: an exporter or
     runtime that computes another network must not leave a file behind.
@@ -151,8 +170,9 @@ def largest_difference(model: SOLO, path: str | os.PathLike) -> float:
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(1, 3, *model.cfg.image_size, generator=generator)
     with torch.no_grad():
-        expected = torch.cat([p.flatten() for p in sum(model(images).probabilities(), [])])
-    got = torch.cat([p.flatten() for p in sum(OnnxSOLO(path).probabilities(images), [])])
+        parts = model.mask_makers(images)
+        expected = dense_probabilities(parts.category_probabilities(), parts.masks)
+    got = dense_probabilities(*OnnxSOLO(path).outputs(images))
     return float((got - expected).abs().max())
 
 
@@ -203,7 +223,8 @@ class OnnxSOLO:
     def _run(self, images: Tensor) -> list[np.ndarray]:
         """The graph's outputs for at most `batch_size` images (n, 3, H, W).
 
-        A fixed-batch graph gets its batch filled with zero images, whose rows are dropped.
+        A fixed-batch graph gets its batch filled with zero images, whose rows are dropped
+        (a field shared by the batch, vanilla SOLO's kernels, has one row and keeps it).
         """
         n = images.shape[0]
         if self.batch_size is not None and n < self.batch_size:
@@ -211,21 +232,27 @@ class OnnxSOLO:
         outputs = self.session.run(None, {"images": images.float().numpy()})
         return [out[:n] for out in outputs]
 
-    def probabilities(self, images: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        """(category, mask) probabilities per level for `images` (B, 3, H, W), as torch tensors.
-
-        Any B: a graph of a fixed batch size runs the images that many at a time.
-        """
+    def outputs(self, images: Tensor) -> tuple[list[Tensor], list[MaskMaker]]:
+        """Category probabilities (B, C, S, S) and a mask maker per level for `images`
+        (B, 3, H, W), B at most the graph's batch size (any, when it is free)."""
         expected = (3, *self.cfg.image_size)
         if images.ndim != 4 or tuple(images.shape[1:]) != expected or images.shape[0] == 0:
             raise ValueError(
                 f"images must be (B, {expected}) with B > 0, got {tuple(images.shape)}"
             )
-        step = self.batch_size or images.shape[0]
-        parts = [self._run(images[i : i + step]) for i in range(0, images.shape[0], step)]
-        tensors = [torch.from_numpy(np.concatenate(outs)) for outs in zip(*parts, strict=True)]
+        if self.batch_size is not None and images.shape[0] > self.batch_size:
+            raise ValueError(
+                f"images: {images.shape[0]} images for a graph of batch {self.batch_size}; "
+                "`predict` runs any number, a batch at a time"
+            )
+        tensors = [torch.from_numpy(out) for out in self._run(images)]
         levels = self.cfg.num_levels
-        return tensors[:levels], tensors[levels:]
+        maker, fields = maker_type(self.cfg), len(maker_type(self.cfg).FIELDS)
+        makers = [
+            maker(*tensors[levels + level * fields : levels + (level + 1) * fields])
+            for level in range(levels)
+        ]
+        return tensors[:levels], makers
 
     def predict(
         self,
@@ -234,8 +261,17 @@ class OnnxSOLO:
         score_threshold: float | None = None,
         mask_threshold: float | None = None,
     ) -> list[dict]:
-        """Instances per image, exactly as `SOLO.predict` makes them (`postprocess`)."""
+        """Instances per image, exactly as `SOLO.predict` makes them (`postprocess`): any
+        number of images, run a graph batch at a time."""
         from solo_lib.postprocess import postprocess
 
-        category, masks = self.probabilities(images)
-        return postprocess(category, masks, metas, self.cfg, score_threshold, mask_threshold)
+        if len(metas) != images.shape[0]:
+            raise ValueError(f"predict: {len(metas)} metas for {images.shape[0]} images")
+        step = self.batch_size or max(images.shape[0], 1)
+        instances: list[dict] = []
+        for i in range(0, images.shape[0], step):
+            category, makers = self.outputs(images[i : i + step])
+            instances += postprocess(
+                category, makers, metas[i : i + step], self.cfg, score_threshold, mask_threshold
+            )
+        return instances

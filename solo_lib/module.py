@@ -23,8 +23,8 @@ from solo_lib.checkpointing import StopOnSigterm
 from solo_lib.config import SOLOConfig
 from solo_lib.evaluation import MaskEvaluator
 from solo_lib.losses import solo_loss
-from solo_lib.model import SOLO, SOLOOutput
-from solo_lib.postprocess import postprocess
+from solo_lib.model import SOLO, SOLOOutput, SOLOParts
+from solo_lib.postprocess import postprocess_parts
 from solo_lib.schedule import (
     LRSchedule,
     TimeBudget,
@@ -42,23 +42,22 @@ def batch_losses(
     images: Tensor,
     targets: list[dict[str, Tensor]],
     cfg: SOLOConfig,
-    all_masks: bool = True,
-) -> tuple[dict[str, Tensor], SOLOOutput]:
-    """The SOLO losses of one batch, and the float32 outputs they were computed from.
+) -> tuple[dict[str, Tensor], SOLOParts]:
+    """The SOLO losses of one batch, and the network's outputs they were computed from.
 
     Targets are built here, on the batch's device (they depend on the augmentation).
-    The logits are cast to float32 before the loss, so that the losses stay in float32
-    under bf16 autocast. ``all_masks=False`` (training) computes only the masks that
-    the loss reads, those of the targets' active cells; validation keeps all of them
-    for post-processing.
+    Only the masks that the loss reads are made, those of the targets' active cells;
+    the returned `SOLOParts` can make any other (validation's post-processing makes its
+    candidates'). The logits are cast to float32 before the loss, so that the losses
+    stay in float32 under bf16 autocast.
     """
     level_targets = build_batch_targets(targets, cfg)
-    active = None if all_masks else [t.active for t in level_targets]
-    output = model(images, active)
+    parts = model.mask_makers(images)
+    output = parts.made([t.active for t in level_targets])
     output_fp32 = SOLOOutput(
         category=[c.float() for c in output.category], masks=[m.float() for m in output.masks]
     )
-    return solo_loss(output_fp32, level_targets, cfg), output_fp32
+    return solo_loss(output_fp32, level_targets, cfg), parts
 
 
 def build_optimizer(model: torch.nn.Module, cfg: SOLOConfig, total_batch_size: int):
@@ -138,11 +137,9 @@ class LitSOLO(pl.LightningModule):
             self.hparams["config"]["category_ids"] = list(ids)
 
     # --- training and validation ---------------------------------------------
-    def _losses(
-        self, images: Tensor, targets: list[dict[str, Tensor]], all_masks: bool = True
-    ) -> tuple[dict, SOLOOutput]:
+    def _losses(self, images: Tensor, targets: list[dict[str, Tensor]]) -> tuple[dict, SOLOParts]:
         """`batch_losses` of this module's network: the one step both stages share."""
-        return batch_losses(self.model, images, targets, self.cfg, all_masks)
+        return batch_losses(self.model, images, targets, self.cfg)
 
     def _check_finite(self, losses: dict[str, Tensor], stage: str, batch_idx: int) -> None:
         for name, value in losses.items():
@@ -155,7 +152,7 @@ class LitSOLO(pl.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         images, targets = batch
-        losses, _ = self._losses(images, targets, all_masks=False)
+        losses, _ = self._losses(images, targets)
         self._check_finite(losses, "train", batch_idx)
         self.log_dict(
             {f"train/{k}": v.detach() for k, v in losses.items()},
@@ -229,12 +226,12 @@ class LitSOLO(pl.LightningModule):
     def _evaluation_step(self, batch: Batch, batch_idx: int, stage: str) -> None:
         """The losses of a held-out batch; on mask-AP epochs also its predictions.
 
-        Without AP only the masks of the active cells are computed, the only ones the
-        loss reads: the same losses, without the S^2 masks of every cell.
+        The loss makes the masks of the active cells only; on mask-AP epochs,
+        post-processing makes those of its candidates: never the S^2 masks of every cell.
         """
         images, targets = batch
         with_map = self._map_this_epoch()
-        losses, output = self._losses(images, targets, all_masks=with_map)
+        losses, parts = self._losses(images, targets)
         self._check_finite(losses, stage, batch_idx)
         self.log_dict(
             {f"{stage}/{k}": v for k, v in losses.items()},
@@ -243,7 +240,7 @@ class LitSOLO(pl.LightningModule):
             sync_dist=True,
         )
         if with_map:
-            predictions = postprocess(*output.probabilities(), targets, self.cfg)
+            predictions = postprocess_parts(parts, targets, self.cfg)
             self.evaluator.update(
                 predictions,
                 [t["original"] for t in targets],

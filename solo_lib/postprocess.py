@@ -1,14 +1,16 @@
 """From SOLO's probability maps to instances: points NMS, thresholds, maskness, Matrix NMS.
 
-`postprocess` turns the network's per-level category and mask probabilities
-for a batch into, per image, binary masks at the original image size with
-labels and scores. It is built from small steps that notebook 05 calls one by
-one, in the same order:
+`postprocess` turns the network's per-level category probabilities and mask makers
+for a batch into, per image, binary masks at the original image size with labels and
+scores. It runs in two stages: the category maps alone choose the candidates, and only
+then are masks made, for those cells only (a trained model has a few dozen candidates
+among the S^2 cells of every level). It is built from small steps that notebook 05
+calls one by one, in the same order:
 
 1. `points_nms`: keep only the local maxima of each category map (2x2 window).
 2. `select_cells`: every (cell, class) pair above the score threshold is a
-   candidate (label = class + 1); gather its cell's mask from its level at one
-   common size (the level-0 mask size).
+   candidate (label = class + 1); make its cell's mask (`solo_lib.model.mask_makers`)
+   and bring it to one common size (the level-0 mask size).
 3. `rescore_by_maskness`: binarise the masks, drop tiny ones, multiply each
    score by its maskness (mean probability inside the binary mask), keep the
    best ``nms_pre``.
@@ -24,8 +26,8 @@ no CPU copies of mask tensors.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +35,33 @@ from torch import Tensor
 
 from solo_lib.config import SOLOConfig
 from solo_lib.data.geometry import ImageGeometry
+
+if TYPE_CHECKING:  # only for annotations: the model package does not import this module
+    from solo_lib.model.solo import SOLOParts
+
+#: One image's masks on one level, as `select_cells` takes them: every cell's probabilities
+#: (S*S, h, w), or a function that makes the probabilities (k, h, w) of the cells (k,) it is
+#: given (a `MaskMaker`'s, for one image).
+LevelMasks = Tensor | Callable[[Tensor], Tensor]
+
+
+class MaskSource(Protocol):
+    """A batch's masks on one level, made on demand: a network's `MaskMaker`
+    (`solo_lib.model.mask_makers`), or the result browser's cache of kept masks."""
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """(B, S*S, h, w): the shape of every cell's masks, which are never all made."""
+        ...
+
+    def probabilities(self, image: int, cells: Tensor) -> Tensor:
+        """Mask probabilities (k, h, w) float32 of ``cells`` (k,) of image ``image``."""
+        ...
+
+
+def gather_masks(masks: LevelMasks, cells: Tensor) -> Tensor:
+    """The mask probabilities (k, h, w) float32 of ``cells`` (k,) from `LevelMasks`."""
+    return (masks[cells] if isinstance(masks, Tensor) else masks(cells)).float()
 
 
 class Candidates(NamedTuple):
@@ -177,22 +206,24 @@ def matrix_nms(
 # --- steps 2-5 ----------------------------------------------------------------------------
 def select_cells(
     category_probs: Sequence[Tensor],
-    mask_probs: Sequence[Tensor],
+    mask_probs: Sequence[LevelMasks],
     cfg: SOLOConfig,
     score_threshold: float | None = None,
 ) -> Candidates:
     """Every (cell, class) pair of one image that scores above `score_threshold`.
 
-    `category_probs` are per level (C, S, S) (after `points_nms`), `mask_probs`
-    per level (S*S, h, w). As in mmdetection's ``SOLOHead`` and the official code,
-    the threshold applies to the flattened (cells x classes) scores, so a cell can
-    give one candidate for each class that passes (an arg-max per cell would lose
-    that recall). Each candidate's mask is its cell's, gathered from its level and
-    resized (bilinear) to the level-0 mask size, so that masks of all levels can be
-    compared. Candidates come level by level, then cell, then class.
+    `category_probs` are per level (C, S, S) (after `points_nms`); `mask_probs` per
+    level every cell's mask probabilities (S*S, h, w) or a function that makes them for
+    the cells it is given (`LevelMasks`). As in mmdetection's ``SOLOHead`` and the
+    official code, the threshold applies to the flattened (cells x classes) scores, so a
+    cell can give one candidate for each class that passes (an arg-max per cell would
+    lose that recall). The category scores alone choose the candidates; only then is
+    each candidate's mask made (or gathered), and resized (bilinear) to the level-0
+    mask size, so that masks of all levels can be compared. Candidates come level by
+    level, then cell, then class.
     """
     threshold = cfg.score_threshold if score_threshold is None else score_threshold
-    size = tuple(mask_probs[0].shape[-2:])
+    size = cfg.mask_size(0)
     scores, labels, levels, cells, masks = [], [], [], [], []
     for level, (probs, level_masks) in enumerate(zip(category_probs, mask_probs, strict=True)):
         cell_scores = probs.float().flatten(1).T  # (S*S, C): row = cell, column = class
@@ -201,8 +232,11 @@ def select_cells(
         labels.append(cls + 1)
         levels.append(torch.full_like(cell, level))
         cells.append(cell)
-        gathered = level_masks[cell].float()  # (k_l, h_l, w_l)
-        if gathered.shape[0] and tuple(gathered.shape[-2:]) != size:
+        if not cell.numel():  # no candidate: no mask to make on this level
+            masks.append(probs.new_zeros((0, *size), dtype=torch.float32))
+            continue
+        gathered = gather_masks(level_masks, cell)  # (k_l, h_l, w_l)
+        if tuple(gathered.shape[-2:]) != size:
             gathered = F.interpolate(gathered[None], size=size, mode="bilinear")[0]
         masks.append(gathered.reshape(-1, *size))
     return Candidates(*(torch.cat(x) for x in (scores, labels, levels, cells, masks)))
@@ -286,7 +320,12 @@ def masks_to_original(
     return out
 
 
-def _check_levels(category_probs: Sequence[Tensor], mask_probs: Sequence[Tensor], metas, cfg):
+def _check_levels(
+    category_probs: Sequence[Tensor],
+    mask_probs: Sequence[Tensor | MaskSource],
+    metas: Sequence[dict],
+    cfg: SOLOConfig,
+) -> None:
     if len(category_probs) != cfg.num_levels or len(mask_probs) != cfg.num_levels:
         raise ValueError(
             f"postprocess: expected {cfg.num_levels} levels of category and mask maps, "
@@ -306,21 +345,22 @@ def _check_levels(category_probs: Sequence[Tensor], mask_probs: Sequence[Tensor]
             )
         if tuple(mask.shape) != expected_mask:
             raise ValueError(
-                f"postprocess: mask_probs[{level}] must be (B, S*S, h, w) = {expected_mask}, "
+                f"postprocess: mask_probs[{level}] must make (B, S*S, h, w) = {expected_mask}, "
                 f"got {tuple(mask.shape)}"
             )
 
 
 def postprocess_image(
     category_probs: Sequence[Tensor],
-    mask_probs: Sequence[Tensor],
+    mask_probs: Sequence[LevelMasks],
     meta: dict,
     cfg: SOLOConfig,
     score_threshold: float | None = None,
     mask_threshold: float | None = None,
     index: int = 0,
 ) -> dict[str, Tensor]:
-    """Steps 2-5 for one image; `category_probs` (C, S, S) per level are already points-NMS'd."""
+    """Steps 2-5 for one image; `category_probs` (C, S, S) per level are already points-NMS'd,
+    `mask_probs` per level `LevelMasks`."""
     geometry = _geometry(meta, index)
     candidates = select_cells(category_probs, mask_probs, cfg, score_threshold)
     candidates = rescore_by_maskness(candidates, cfg, mask_threshold)
@@ -332,20 +372,29 @@ def postprocess_image(
     }
 
 
+def image_masks(masks: Tensor | MaskSource, image: int) -> LevelMasks:
+    """Image ``image``'s `LevelMasks` from a batch's: a tensor's row, or the maker's rule."""
+    if isinstance(masks, Tensor):
+        return masks[image]
+    return functools.partial(masks.probabilities, image)
+
+
 def postprocess(
-    category_probs: list[Tensor],
-    mask_probs: list[Tensor],
-    metas: list[dict],
+    category_probs: Sequence[Tensor],
+    mask_probs: Sequence[Tensor | MaskSource],
+    metas: Sequence[dict],
     cfg: SOLOConfig,
     score_threshold: float | None = None,
     mask_threshold: float | None = None,
 ) -> list[dict]:
-    """Instances of a batch from SOLO's probabilities (sigmoid already applied).
+    """Instances of a batch from SOLO's category probabilities and masks.
 
-    `category_probs`: per level (B, C, S, S); `mask_probs`: per level
-    (B, S*S, h, w) with (h, w) = ``cfg.mask_size(level)``; `metas`: per image a
-    dict with its ``geometry`` (an `ImageGeometry`), as the data sets' targets hold.
-    Thresholds default to the config's.
+    `category_probs`: per level (B, C, S, S) probabilities (sigmoid already applied);
+    `mask_probs`: per level a `MaskSource` (the network's mask maker: only the
+    candidates' masks are made) or every cell's mask probabilities (B, S*S, h, w), with
+    (h, w) = ``cfg.mask_size(level)``; `metas`: per image a dict with its ``geometry``
+    (an `ImageGeometry`), as the data sets' targets hold. Thresholds default to the
+    config's.
 
     Returns per image ``{"masks": bool (n, H0, W0), "labels": int64 (n,) in 1..C,
     "scores": float32 (n,)}``, highest score first; n = 0 is a valid answer.
@@ -355,7 +404,7 @@ def postprocess(
     return [
         postprocess_image(
             [level[b] for level in peaks],
-            [level[b] for level in mask_probs],
+            [image_masks(level, b) for level in mask_probs],
             meta,
             cfg,
             score_threshold,
@@ -364,3 +413,16 @@ def postprocess(
         )
         for b, meta in enumerate(metas)
     ]
+
+
+def postprocess_parts(
+    parts: SOLOParts,
+    metas: Sequence[dict],
+    cfg: SOLOConfig,
+    score_threshold: float | None = None,
+    mask_threshold: float | None = None,
+) -> list[dict]:
+    """`postprocess` of a network's `SOLOParts` (``SOLO.mask_makers``): candidate-first."""
+    return postprocess(
+        parts.category_probabilities(), parts.masks, metas, cfg, score_threshold, mask_threshold
+    )

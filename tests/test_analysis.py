@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from solo_lib.analysis import CERTAIN, ceiling, error_sources, perfect_output
+from solo_lib.analysis import CERTAIN, ceiling, dense_parts, error_sources, perfect_output
 from solo_lib.config import SOLOConfig
 from solo_lib.data.coco import CocoInstanceDataset, write_coco_dataset
 from solo_lib.data.datamodule import collate
@@ -79,14 +79,14 @@ def test_an_object_too_small_for_its_mask_is_lost_before_training(tmp_path) -> N
 
 
 class _FixedOutput(torch.nn.Module):
-    """A "network" that returns one fixed output, whatever the images."""
+    """A "network" whose mask makers hand out one fixed (dense) output, whatever the images."""
 
     def __init__(self, output) -> None:
         super().__init__()
         self.output = output
 
-    def forward(self, images: torch.Tensor):
-        return self.output
+    def mask_makers(self, images: torch.Tensor):
+        return dense_parts(self.output)
 
 
 def test_error_sources_swap_exactly_one_output(tmp_path) -> None:

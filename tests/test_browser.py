@@ -15,7 +15,8 @@ from torch import nn
 from solo_lib.browser import CachedOutputs, ResultBrowser, cache_outputs
 from solo_lib.config import SOLOConfig
 from solo_lib.data import ImageGeometry
-from solo_lib.model import SOLOOutput
+from solo_lib.model import SOLOParts
+from solo_lib.model.mask_makers import DenseMasks
 from solo_lib.postprocess import postprocess
 
 ORIG_SIZE = (72, 96)  # (H0, W0): resized x4/3 to fill the 96 x 128 input, no padding
@@ -88,12 +89,12 @@ class FakeSOLO(nn.Module):
         self.scale = nn.Parameter(torch.ones(()))
         self.calls = 0
 
-    def forward(self, images: torch.Tensor) -> SOLOOutput:
+    def mask_makers(self, images: torch.Tensor) -> SOLOParts:
         self.calls += 1
         index = (images[:, 0, 0, 0] / 0.2).round().long()
-        return SOLOOutput(
+        return SOLOParts(
             [level[index].logit() * self.scale for level in self.cates],
-            [level[index].logit() for level in self.masks],
+            [DenseMasks(level[index].logit()) for level in self.masks],
         )
 
 

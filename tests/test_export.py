@@ -22,14 +22,20 @@ from solo_lib.postprocess import mask_iou
 
 
 def scoring_model(cfg: SOLOConfig) -> SOLO:
-    """A SOLO whose outputs are not the initial constants: random final mask convs, and
-    category logits centred at 0 (p about 0.5), so that post-processing has hundreds of
-    candidates, overlapping masks and real work for Matrix NMS. (test_cli uses it too.)"""
+    """A SOLO whose outputs are not the initial constants: random final mask convs (or
+    SOLOv2's kernel conv), and category logits centred at 0 (p about 0.5), so that
+    post-processing has hundreds of candidates, overlapping masks and real work for
+    Matrix NMS. (test_cli and test_postprocess use it too.)"""
     torch.manual_seed(0)
     model = SOLO(cfg).eval()
     head = model.head
     with torch.no_grad():
-        for conv in [*head.mask_out_x, *head.mask_out_y]:
+        mask_outputs = {
+            "decoupled": lambda: [*head.mask_out_x, *head.mask_out_y],
+            "vanilla": lambda: [*head.mask_out],
+            "solov2": lambda: [head.kernel_out],
+        }[cfg.mask_head if cfg.head == "solo" else "solov2"]()
+        for conv in mask_outputs:
             conv.weight.normal_(0, 0.5)
             conv.bias.normal_(0, 1.0)
         head.cate_out.weight.normal_(0, 0.5)
@@ -72,18 +78,53 @@ def test_the_file_passes_the_onnx_checker_and_names_its_outputs(exported):
 
 
 def test_onnxruntime_equals_pytorch_to_1e_4(exported):
+    """The category probabilities, and every cell's mask probabilities made from the
+    graph's mask-maker tensors, equal PyTorch's to the tolerance."""
     model, path, (images, _) = exported
     runtime = OnnxSOLO(path, threads=1)
     assert runtime.cfg == model.cfg  # the config travels in the file
     with torch.no_grad():
-        expected_cate, expected_masks = model(images).probabilities()
-    cate, masks = runtime.probabilities(images)
-    for got, want in zip([*cate, *masks], [*expected_cate, *expected_masks], strict=True):
+        parts = model.mask_makers(images)
+    cate, makers = runtime.outputs(images)
+    for got, want in zip(cate, parts.category_probabilities(), strict=True):
         assert got.shape == want.shape
         torch.testing.assert_close(got, want, atol=TOLERANCE, rtol=0)
+    for got, want in zip(makers, parts.masks, strict=True):
+        assert type(got) is type(want) and got.shape == want.shape
+        torch.testing.assert_close(
+            got.dense().sigmoid(), want.dense().sigmoid(), atol=TOLERANCE, rtol=0
+        )
     # The batch dimension is free: one image gives that image's rows.
-    one_cate, _ = runtime.probabilities(images[:1])
+    one_cate, _ = runtime.outputs(images[:1])
     torch.testing.assert_close(one_cate[0], cate[0][:1], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["vanilla", "solov2"])
+def test_vanilla_and_solov2_exports_give_pytorchs_instances(
+    tmp_path, tiny_config, tiny_data_dir, kind
+):
+    """The graph of a kernel head ends at its features, kernels and bias, far smaller
+    than every cell's mask; onnxruntime's candidates then give PyTorch's instances."""
+    cfg = tiny_config.replace(channels_last=False, mask_head="vanilla", mask_threshold=0.5)
+    if kind == "solov2":
+        cfg = cfg.replace(head="solov2", kernel_channels=32, mask_branch_channels=32)
+    model = scoring_model(cfg)
+    runtime = OnnxSOLO(export_onnx(model, tmp_path / f"{kind}.onnx"), threads=1)
+    data = SOLODataModule(cfg, root=str(tiny_data_dir))
+    data.setup("validate")
+    images, targets = next(iter(data.val_dataloader()))
+    fields = {node.name: node.shape for node in runtime.session.get_outputs()}
+    assert fields["masks_0_features"] == [1, 32, *cfg.mask_size(0)]
+    assert fields["masks_0_kernels"] == [1, cfg.num_grids[0] ** 2, 32]
+    with torch.no_grad():
+        expected = model.predict(images, targets)
+    got = runtime.predict(images, targets)
+    assert sum(len(p["labels"]) for p in expected) > 10  # post-processing had work to do
+    for ours, theirs in zip(got, expected, strict=True):
+        assert torch.equal(ours["labels"], theirs["labels"])
+        torch.testing.assert_close(ours["scores"], theirs["scores"], atol=1e-3, rtol=0)
+        ious = mask_iou(ours["masks"], theirs["masks"])  # (n, n)
+        assert bool((ious.diagonal() >= 0.99).all())
 
 
 def test_the_same_instances_come_out_after_post_processing(exported):
@@ -112,18 +153,23 @@ def test_an_empty_image_gives_an_empty_result(tmp_path, tiny_config, tiny_data_d
     assert result[0]["masks"].shape[0] == 0 and result[0]["labels"].shape == (0,)
 
 
-def test_a_fixed_batch_graph_runs_any_batch(tmp_path, exported):
-    """A graph of batch 2 runs 3 images as 2, then 1 with a zero image filling the batch;
-    the rows are those of the free-batch graph. (Batch 1, the CLI's default, runs the
-    batches of 2 in test_cli's ``predict --onnx`` test.)"""
-    model, free_path, (images, _) = exported
-    three = torch.cat([images, images[:1]])  # (3, 3, H, W)
-    expected, _ = OnnxSOLO(free_path).probabilities(three)
+def test_a_fixed_batch_graph_predicts_any_number_of_images(tmp_path, exported):
+    """A graph of batch 2 predicts 3 images as 2, then 1 with a zero image filling the
+    batch; the instances are those of the free-batch graph. (Batch 1, the CLI's default,
+    runs the batches of 2 in test_cli's ``predict --onnx`` test.)"""
+    model, free_path, (images, targets) = exported
+    three, metas = torch.cat([images, images[:1]]), [*targets, targets[0]]  # (3, 3, H, W)
+    expected = OnnxSOLO(free_path).predict(three, metas)
     runtime = OnnxSOLO(export_onnx(model, tmp_path / "batch2.onnx", batch_size=2))
     assert runtime.batch_size == 2
-    got, _ = runtime.probabilities(three)
+    got = runtime.predict(three, metas)
+    assert len(got) == 3 and sum(len(p["labels"]) for p in got) > 10
     for ours, theirs in zip(got, expected, strict=True):
-        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+        assert torch.equal(ours["labels"], theirs["labels"])
+        assert torch.equal(ours["masks"], theirs["masks"])
+        torch.testing.assert_close(ours["scores"], theirs["scores"], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match=r"3 images for a graph of batch 2"):
+        runtime.outputs(three)
 
 
 def test_files_that_are_not_solo_exports_are_refused_by_name(tmp_path):
@@ -159,7 +205,7 @@ def test_files_that_are_not_solo_exports_are_refused_by_name(tmp_path):
 def test_images_of_another_size_are_refused(exported):
     _, path, _ = exported
     with pytest.raises(ValueError, match=r"images must be \(B, \(3, 96, 128\)\)"):
-        OnnxSOLO(path).probabilities(torch.zeros(1, 3, 64, 64))
+        OnnxSOLO(path).outputs(torch.zeros(1, 3, 64, 64))
 
 
 def test_weights_only_checkpoint_loads_and_is_smaller(tmp_path, tiny_config):
@@ -226,13 +272,13 @@ def test_export_with_a_broken_graph_exits_1_and_leaves_no_file(
     checkpoint = write_checkpoint(
         LitSOLO(tiny_config.replace(channels_last=False)), tmp_path / "m.ckpt"
     )
-    probabilities = OnnxSOLO.probabilities
+    outputs = OnnxSOLO.outputs
 
     def perturbed(self, images):
-        category, masks = probabilities(self, images)
-        return [c + perturbation for c in category], masks
+        category, makers = outputs(self, images)
+        return [c + perturbation for c in category], makers
 
-    monkeypatch.setattr(OnnxSOLO, "probabilities", perturbed)
+    monkeypatch.setattr(OnnxSOLO, "outputs", perturbed)
     with pytest.raises(SystemExit) as exit_info:
         main(["export", "--ckpt_path", str(checkpoint), "--output", str(tmp_path / "m.onnx")])
     assert exit_info.value.code == 1
@@ -253,11 +299,13 @@ def test_a_free_batch_graph_of_the_cpu_preset_runs_one_and_three_images(tmp_path
     assert runtime.batch_size is None
     images = torch.randn(3, 3, *model.cfg.image_size)
     for batch in (images[:1], images):
-        category, masks = runtime.probabilities(batch)
+        category, makers = runtime.outputs(batch)
         with torch.no_grad():
-            expected_category, expected_masks = model(batch).probabilities()
-        torch.testing.assert_close(category[0], expected_category[0], atol=1e-4, rtol=0)
-        torch.testing.assert_close(masks[-1], expected_masks[-1], atol=1e-4, rtol=0)
+            expected = model.mask_makers(batch)
+        torch.testing.assert_close(category[0], expected.category[0].sigmoid(), atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            makers[-1].dense().sigmoid(), expected.masks[-1].dense().sigmoid(), atol=1e-4, rtol=0
+        )
 
 
 def test_export_says_what_it_does_on_stderr_and_prints_the_files_alone_on_stdout(

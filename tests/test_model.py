@@ -16,7 +16,8 @@ from solo_lib.config import SOLOConfig
 from solo_lib.data import ImageGeometry
 from solo_lib.model import SOLO, SOLOOutput, build_backbone
 from solo_lib.model.backbone import BASIC_BLOCKS, narrow_resnet
-from solo_lib.model.heads import coord_features, logit_from_log_prob
+from solo_lib.model.heads import coord_features
+from solo_lib.model.mask_makers import logit_from_log_prob
 
 
 class _Options:

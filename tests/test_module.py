@@ -89,8 +89,8 @@ def test_validate_and_test_compute_mask_ap_whatever_the_epoch(tiny_config, tiny_
 class _ExplodingSOLO(LitSOLO):
     """Returns an infinite dice loss from the third training step on."""
 
-    def _losses(self, images, targets, all_masks=True):
-        losses, output = super()._losses(images, targets, all_masks)
+    def _losses(self, images, targets):
+        losses, output = super()._losses(images, targets)
         if self.training and self.global_step >= 2:
             losses["dice"] = losses["dice"] * torch.inf
         return losses, output

@@ -15,6 +15,7 @@ from solo_lib.data import SOLODataModule
 from solo_lib.losses import solo_loss
 from solo_lib.model import SOLO
 from solo_lib.model.diagram import draw_architecture
+from solo_lib.model.mask_makers import KernelMasks
 from solo_lib.model.solov2 import SOLOv2Head
 from solo_lib.module import batch_losses
 from solo_lib.targets import build_batch_targets
@@ -161,7 +162,9 @@ def test_resizing_the_features_first_equals_resizing_the_masks() -> None:
         _, masks = head(features)
         s = cfg.num_grids[3]
         grid = F.interpolate(features[3], size=(s, s), mode="bilinear", align_corners=False)
-        full = head.apply_kernels(head.kernels(grid), head.mask_features(features[:4]))
+        kernels = head.kernels(grid)  # (1, S^2, E)
+        bias = head.mask_bias.expand(1, s * s)
+        full = KernelMasks(head.mask_features(features[:4]), kernels, bias).dense()
         after = F.interpolate(full, size=cfg.mask_size(3), mode="bilinear")
     torch.testing.assert_close(masks[3], after, atol=1e-4, rtol=1e-4)
 
@@ -232,7 +235,7 @@ def test_one_batch_overfit_makes_the_dice_fall(tiny_config, tiny_data_dir) -> No
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
     history = []
     for _ in range(30):
-        losses, _ = batch_losses(model, images, targets, cfg, all_masks=False)
+        losses, _ = batch_losses(model, images, targets, cfg)
         optimizer.zero_grad()
         losses["loss"].backward()
         optimizer.step()

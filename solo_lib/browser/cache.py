@@ -1,5 +1,8 @@
 """The browser's output cache: the network runs once, its probabilities are kept.
 
+Only the masks that post-processing can ask for are made: those of the cells whose best
+class reaches ``min_score`` (the network's mask makers, candidate-first).
+
 Memory. Per cached image the cache holds the input image (3 x H x W float32:
 1.1 MB at 256 x 352, 10 MB at 800 x 1088), its target, the category maps
 (C x sum S^2 float32: 6 KB for the cpu preset) and the mask probabilities of
@@ -17,9 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from solo_lib.config import SOLOConfig
+from solo_lib.model import SOLO
+from solo_lib.postprocess import LevelMasks, MaskSource, gather_masks, image_masks
 
 #: The lowest category score whose masks `cache_outputs` keeps (and the score slider's minimum).
 DEFAULT_MIN_SCORE = 0.05
@@ -80,11 +85,12 @@ class CachedOutputs:
         images: Tensor | Sequence[Tensor],
         targets: Sequence[dict[str, Tensor]],
         category_probs: Sequence[Tensor],
-        mask_probs: Sequence[Tensor],
+        mask_probs: Sequence[Tensor | MaskSource],
         min_score: float = 0.0,
         mask_dtype: torch.dtype = torch.float16,
     ) -> CachedOutputs:
-        """A cache from batched probabilities: per level (N, C, S, S) and (N, S*S, h, w).
+        """A cache from batched probabilities: per level (N, C, S, S), and (N, S*S, h, w)
+        or a `MaskSource` (then only the kept cells' masks are made).
 
         ``images`` is (N, 3, H, W) or a list of (3, H, W); ``targets`` one dict per
         image. Masks of cells whose best class is below ``min_score`` are dropped.
@@ -100,7 +106,7 @@ class CachedOutputs:
                 image,
                 target,
                 [level[i] for level in category_probs],
-                [level[i] for level in mask_probs],
+                [image_masks(level, i) for level in mask_probs],
                 mask_dtype,
             )
         return cache
@@ -110,22 +116,25 @@ class CachedOutputs:
         image: Tensor,
         target: dict[str, Tensor],
         category_probs: Sequence[Tensor],
-        mask_probs: Sequence[Tensor],
+        mask_probs: Sequence[LevelMasks],
         mask_dtype: torch.dtype,
     ) -> None:
-        """Add one image: category (C, S, S) and mask (S*S, h, w) probabilities per level."""
+        """Add one image: category (C, S, S) probabilities per level, and its masks
+        (`LevelMasks`: (S*S, h, w) probabilities, or a function that makes them)."""
         cates, cells, masks = [], [], []
         for level, (cate, mask) in enumerate(zip(category_probs, mask_probs, strict=True)):
             grid = cate.shape[-1]
-            if cate.dim() != 3 or mask.dim() != 3 or mask.shape[0] != grid * grid:
+            dense = isinstance(mask, Tensor)
+            if cate.dim() != 3 or (dense and (mask.dim() != 3 or mask.shape[0] != grid * grid)):
+                found = tuple(mask.shape) if dense else "a function of the cells"
                 raise ValueError(
                     f"CachedOutputs: image {len(self.images)}, level {level}: expected category "
-                    f"(C, S, S) and masks (S*S, h, w), got {tuple(cate.shape)} and {tuple(mask.shape)}"
+                    f"(C, S, S) and masks (S*S, h, w), got {tuple(cate.shape)} and {found}"
                 )
             keep = (cate.amax(dim=0).flatten() >= self.min_score).nonzero().squeeze(1)
             cates.append(cate.detach().float().cpu())
             cells.append(keep.cpu())
-            masks.append(mask.detach()[keep].to("cpu", mask_dtype))
+            masks.append(gather_masks(mask, keep).detach().to("cpu", mask_dtype))
         self.images.append(image.detach().cpu())
         self.targets.append({key: _to_cpu(value) for key, value in target.items()})
         self.category_probs.append(cates)
@@ -140,18 +149,16 @@ class CachedOutputs:
         image_id = self.targets[i].get("image_id")
         return i if image_id is None else int(image_id)
 
-    def probabilities(self, i: int) -> tuple[list[Tensor], list[Tensor]]:
+    def probabilities(self, i: int) -> tuple[list[Tensor], list[KeptMasks]]:
         """Image ``i``'s probabilities as `postprocess` takes them: per level (1, C, S, S)
-        and (1, S*S, h, w); the masks that were not kept are zero."""
-        cates, masks = [], []
-        for cate, cells, kept in zip(
-            self.category_probs[i], self.mask_cells[i], self.mask_probs[i], strict=True
-        ):
-            grid = cate.shape[-1]
-            dense = kept.new_zeros((grid * grid, *kept.shape[1:]))
-            dense[cells] = kept
-            cates.append(cate[None])
-            masks.append(dense[None])
+        and the kept masks (`KeptMasks`, a batch of one image)."""
+        cates = [cate[None] for cate in self.category_probs[i]]
+        masks = [
+            KeptMasks(cells, kept, cate.shape[-1] ** 2)
+            for cate, cells, kept in zip(
+                self.category_probs[i], self.mask_cells[i], self.mask_probs[i], strict=True
+            )
+        ]
         return cates, masks
 
     @property
@@ -164,6 +171,36 @@ class CachedOutputs:
         return sum(t.element_size() * t.numel() for t in tensors)
 
 
+class KeptMasks:
+    """One image's kept masks on one level, handed out as `postprocess` asks for them.
+
+    ``cells`` (k,) int64 and their ``masks`` (k, h, w) among ``num_cells`` = S^2. Asking
+    for a cell that was not kept is an error: a score threshold below the cache's
+    ``min_score`` would need it.
+    """
+
+    def __init__(self, cells: Tensor, masks: Tensor, num_cells: int) -> None:
+        self.masks = masks
+        self.num_cells = num_cells
+        self.position = torch.full((num_cells,), -1, dtype=torch.int64)  # cell -> row of masks
+        self.position[cells] = torch.arange(len(cells))
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """(1, S^2, h, w): the dense shape these masks stand for."""
+        return (1, self.num_cells, *self.masks.shape[-2:])
+
+    def probabilities(self, image: int, cells: Tensor) -> Tensor:
+        """The kept masks (k, h, w) float32 of ``cells`` of image 0."""
+        rows = self.position[cells]
+        if image != 0 or bool((rows < 0).any()):
+            raise ValueError(
+                "KeptMasks: these masks were not kept (their cells' best class is below the "
+                "cache's min_score); cache the outputs with a lower min_score"
+            )
+        return self.masks[rows].float()
+
+
 def _to_cpu(value: object) -> object:
     """A tensor moved to the CPU, a dict of them (the target's "original") item by item."""
     if isinstance(value, dict):
@@ -173,7 +210,7 @@ def _to_cpu(value: object) -> object:
 
 @torch.no_grad()
 def cache_outputs(
-    model: nn.Module,
+    model: SOLO,
     dataset: Sequence,
     indices: Sequence[int],
     cfg: SOLOConfig,
@@ -183,9 +220,9 @@ def cache_outputs(
 ) -> CachedOutputs:
     """Run ``model`` once (eval mode, no gradients) on ``dataset[i]`` for ``i`` in ``indices``.
 
-    ``model(images)`` must return SOLO's logits (`solo_lib.model.SOLOOutput`);
-    the sigmoid probabilities are kept on the CPU, with the masks of cells
-    below ``min_score`` left out (see the module docstring for the memory this
+    ``model.mask_makers(images)`` must return SOLO's `solo_lib.model.SOLOParts`; the
+    category probabilities are kept on the CPU, and the masks of the cells whose best
+    class reaches ``min_score``, made for those cells only (see the module docstring for the memory this
     takes). The model's training mode is restored afterwards.
     """
     indices = [int(i) for i in indices]
@@ -204,17 +241,16 @@ def cache_outputs(
         for start in range(0, len(indices), batch_size):
             items = [dataset[i] for i in indices[start : start + batch_size]]
             images = torch.stack([image for image, _ in items])
-            output = model(images.to(device))
-            if len(output.category) != cfg.num_levels or len(output.masks) != cfg.num_levels:
+            parts = model.mask_makers(images.to(device))
+            if len(parts.category) != cfg.num_levels or len(parts.masks) != cfg.num_levels:
                 raise ValueError(
-                    f"cache_outputs: the model returned {len(output.category)} category and "
-                    f"{len(output.masks)} mask levels; the config has {cfg.num_levels}"
+                    f"cache_outputs: the model returned {len(parts.category)} category and "
+                    f"{len(parts.masks)} mask levels; the config has {cfg.num_levels}"
                 )
-            cates, masks = output.probabilities()
+            cates = parts.category_probabilities()
             for b, (image, target) in enumerate(items):
-                cache._append(
-                    image, target, [c[b] for c in cates], [m[b] for m in masks], mask_dtype
-                )
+                masks = [image_masks(maker, b) for maker in parts.masks]
+                cache._append(image, target, [c[b] for c in cates], masks, mask_dtype)
     finally:
         model.train(was_training)
     return cache

@@ -28,7 +28,7 @@ BRANCHES = {
     "kernel_out": "kernel branch",
     "mask_features": "mask features",
 }
-#: SOLOv2's dynamic 1x1 convolutions: the matrix products in `SOLOv2Head.apply_kernels`,
+#: SOLOv2's dynamic 1x1 convolutions: the matrix products of its `KernelMasks`,
 #: the only FLOPs of the head outside its sub-modules.
 KERNELS_APPLIED = "kernels applied"
 
@@ -61,7 +61,10 @@ def head_flops(cfg: SOLOConfig) -> dict[str, int]:
             if child not in BRANCHES:
                 raise ValueError(f"head_flops: {head}.{name} belongs to no branch of BRANCHES")
             flops[BRANCHES[child]] = flops.get(BRANCHES[child], 0) + int(sum(ops.values()))
+    # Outside the sub-modules: the cells' kernels applied to the mask features, which are
+    # SOLOv2's dynamic convs and vanilla SOLO's 1x1 mask conv (its weights used as kernels).
     outside = int(sum(counts[head].values())) - sum(flops.values())
     if outside:
-        flops[KERNELS_APPLIED] = outside
+        key = KERNELS_APPLIED if cfg.head == "solov2" else "mask outputs"
+        flops[key] = flops.get(key, 0) + outside
     return flops

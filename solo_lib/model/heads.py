@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from solo_lib.config import SOLOConfig
+from solo_lib.model.mask_makers import FactorMasks, KernelMasks, MaskMaker
 
 #: Initial foreground probability of every category and mask output (RetinaNet / SOLO prior).
 PRIOR_PROB = 0.01
@@ -64,23 +65,6 @@ def init_convs(module: nn.Module) -> None:
             nn.init.normal_(conv.weight, std=0.01)
             if conv.bias is not None:
                 nn.init.zeros_(conv.bias)
-
-
-def check_active(
-    features: list[Tensor], active: list[Tensor] | None, num_grids: tuple[int, ...]
-) -> None:
-    """A clear error unless ``features`` has one map per grid and ``active``, if given, is
-    per level a (B, S^2) mask of cells."""
-    if len(features) != len(num_grids):
-        raise ValueError(f"expected {len(num_grids)} feature levels, got {len(features)}")
-    if active is None:
-        return
-    for level, (cells, s) in enumerate(zip(active, num_grids, strict=True)):
-        if cells.shape != (features[level].shape[0], s * s):
-            raise ValueError(
-                f"active must be (B, S^2) = {(features[level].shape[0], s * s)} on "
-                f"level {level}, got {tuple(cells.shape)}"
-            )
 
 
 def conv_stack(in_channels: int, channels: int, depth: int) -> nn.Sequential:
@@ -132,10 +116,37 @@ class SOLOHead(nn.Module):
             for conv in self.mask_out:
                 nn.init.constant_(conv.bias, prior_bias)
 
+    def mask_makers(self, features: list[Tensor]) -> tuple[list[Tensor], list[MaskMaker]]:
+        """Category logits (B, C, S, S) and a mask maker per level; no mask is made yet.
+
+        Vanilla: `KernelMasks` of the mask branch's features (B, E, 2 H_f, 2 W_f) and the
+        level's 1x1 conv, whose row k (E weights) and bias k are cell k's kernel.
+        Decoupled: `FactorMasks` of the X and Y logits (B, S, 2 H_f, 2 W_f).
+        """
+        if len(features) != len(self.num_grids):
+            raise ValueError(f"expected {len(self.num_grids)} feature levels, got {len(features)}")
+        categories: list[Tensor] = []
+        makers: list[MaskMaker] = []
+        for level, (feature, s) in enumerate(zip(features, self.num_grids, strict=True)):
+            cate = F.interpolate(feature, size=(s, s), mode="bilinear", align_corners=False)
+            categories.append(self.cate_out(self.cate_convs(cate)))  # (B, C, S, S)
+            if self.decoupled:
+                makers.append(FactorMasks(*self.decoupled_factors(level, feature)))
+                continue
+            mask = self.mask_convs(torch.cat([feature, coord_features(feature)], dim=1))
+            # The paper upsamples the S^2 mask logits x2. Bilinear weights sum to 1 and a
+            # 1x1 conv is linear per pixel, so upsampling the `channels` features first and
+            # applying the 1x1 conv after gives the same logits, without interpolating
+            # (and back-propagating through) S^2 channels.
+            conv = self.mask_out[level]
+            kernels = conv.weight.flatten(1)[None]  # (1, S^2, E): one row per cell
+            makers.append(KernelMasks(_upsample2(mask), kernels, conv.bias[None]))
+        return categories, makers
+
     def forward(
         self, features: list[Tensor], active: list[Tensor] | None = None
     ) -> tuple[list[Tensor], list[Tensor]]:
-        """Category logits (B, C, S, S) and mask logits per level.
+        """Category logits (B, C, S, S) and mask logits per level (`mask_makers`, made).
 
         Without ``active``, every cell's mask: (B, S^2, 2 H_f, 2 W_f). With ``active``
         (per level a (B, S^2) bool of the cells that have a target, as
@@ -143,49 +154,18 @@ class SOLOHead(nn.Module):
         order of ``masks[active]`` (image-major, then cell). Training needs no other
         mask, and most of the S^2 outputs would be computed only to be thrown away.
         """
-        check_active(features, active, self.num_grids)
-        categories, masks = [], []
-        for level, (feature, s) in enumerate(zip(features, self.num_grids, strict=True)):
-            cate = F.interpolate(feature, size=(s, s), mode="bilinear", align_corners=False)
-            categories.append(self.cate_out(self.cate_convs(cate)))  # (B, C, S, S)
-
-            if self.decoupled:
-                masks.append(
-                    self._decoupled_masks(level, feature, None if active is None else active[level])
-                )
-                continue
-            mask = self.mask_convs(torch.cat([feature, coord_features(feature)], dim=1))
-            # The paper upsamples the S^2 mask logits x2. Bilinear weights sum to 1 and a
-            # 1x1 conv is linear per pixel, so upsampling the `channels` features first and
-            # applying the 1x1 conv after gives the same logits, without interpolating
-            # (and back-propagating through) S^2 channels.
-            mask = _upsample2(mask)
-            if active is None:
-                masks.append(self.mask_out[level](mask))  # (B, S^2, 2 H_f, 2 W_f)
-            else:
-                masks.append(self._active_masks(self.mask_out[level], mask, active[level]))
-        return categories, masks
-
-    @staticmethod
-    def _active_masks(conv: nn.Conv2d, feature: Tensor, active: Tensor) -> Tensor:
-        """The 1x1 ``conv`` (S^2 outputs) on ``feature`` (B, E, h, w) at the ``active`` (B, S^2)
-        cells only -> (P, h, w): for each image, its active cells' rows of the weight
-        matrix (n_b, E) times the image's feature (E, h * w)."""
-        h, w = feature.shape[-2:]
-        weight = conv.weight.flatten(1)  # (S^2, E)
-        out = []
-        for b in range(feature.shape[0]):
-            cells = active[b].nonzero()[:, 0]  # ascending: the order of masks[active]
-            logits = weight[cells] @ feature[b].flatten(1) + conv.bias[cells, None]  # (n_b, h*w)
-            out.append(logits.view(-1, h, w))
-        return torch.cat(out)
+        categories, makers = self.mask_makers(features)
+        return categories, make_masks(makers, active)
 
     def decoupled_factors(self, level: int, feature: Tensor) -> tuple[Tensor, Tensor]:
         """Decoupled SOLO's X and Y logits of ``level``: (B, S, 2 H_f, 2 W_f) each, in float32.
 
         Channel j of X scores "this pixel belongs to the object centred in column j",
         channel i of Y "... in row i"; the mask of cell (i, j) is sigmoid(X_j) *
-        sigmoid(Y_i). Each branch sees the feature and its own coordinate (x for X).
+        sigmoid(Y_i) (`FactorMasks`). Each of the 2S outputs learns from every object
+        centred in its column or row, where a vanilla cell's weights learn only from
+        objects centred in that cell. Each branch sees the feature and its own
+        coordinate (x for X).
         """
         if not self.decoupled:
             raise ValueError("decoupled_factors needs cfg.mask_head = 'decoupled'")
@@ -194,35 +174,17 @@ class SOLOHead(nn.Module):
         y = self.mask_out_y[level](self.mask_convs_y(torch.cat([feature, coords[:, 1:]], dim=1)))
         return _upsample2(x).float(), _upsample2(y).float()
 
-    def _decoupled_masks(self, level: int, feature: Tensor, active: Tensor | None) -> Tensor:
-        """Decoupled mask logits of ``level``: (B, S^2, h, w), or (P, h, w) at ``active``.
 
-        Each of the 2S outputs learns from every object centred in its column or row,
-        where a vanilla cell's weights learn only from objects centred in that cell.
-        Returned as logits, log(p / (1 - p)) of the product p, so that losses and
-        post-processing read both heads alike.
-        """
-        s = self.num_grids[level]
-        x, y = self.decoupled_factors(level, feature)
-        log_x, log_y = F.logsigmoid(x), F.logsigmoid(y)  # (B, S, h, w): log sigmoid(X_j), (Y_i)
-        if active is None:
-            log_p = (log_y[:, :, None] + log_x[:, None, :]).flatten(1, 2)  # (B, S^2, h, w)
-        else:
-            image, cell = active.nonzero(as_tuple=True)  # image-major: the order of masks[active]
-            log_p = log_y[image, cell // s] + log_x[image, cell % s]  # (P, h, w)
-        return logit_from_log_prob(log_p)
+def make_masks(makers: list[MaskMaker], active: list[Tensor] | None = None) -> list[Tensor]:
+    """Every cell's mask logits per level (B, S^2, h, w), or with ``active`` (per level
+    (B, S^2) bool) only those cells': (P_l, h, w), image-major then cell."""
+    if active is None:
+        return [maker.dense() for maker in makers]
+    if len(active) != len(makers):
+        raise ValueError(f"active has {len(active)} levels, the head {len(makers)}")
+    return [maker.active(cells) for maker, cells in zip(makers, active, strict=True)]
 
 
 def _upsample2(x: Tensor) -> Tensor:
     """Bilinear x2 upsampling of (B, C, h, w) -> (B, C, 2h, 2w), as the paper's mask outputs."""
     return F.interpolate(x, size=(2 * x.shape[-2], 2 * x.shape[-1]), mode="bilinear")
-
-
-def logit_from_log_prob(log_p: Tensor) -> Tensor:
-    """log(p / (1 - p)) from log p <= 0, without forming p (a product of sigmoids underflows).
-
-    log p is clamped to -1e-6 (p <= 1 - 1e-6, logit <= 13.8): at p = 1 the logit is
-    infinite and its gradient not a number.
-    """
-    log_p = log_p.clamp(max=-1e-6)
-    return log_p - torch.log(-torch.expm1(log_p))

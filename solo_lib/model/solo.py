@@ -1,4 +1,10 @@
-"""The SOLO network: backbone + FPN + shared head (SOLO's or SOLOv2's), returning logits."""
+"""The SOLO network: backbone + FPN + shared head (SOLO's or SOLOv2's), returning logits.
+
+`SOLO.mask_makers` is what inference runs: category logits and, per level, the tensors
+the masks are made from (`solo_lib.model.mask_makers`), so that post-processing makes only
+the candidates' masks. `SOLO.forward` makes masks too: the active cells' in training, or
+every cell's, the dense reference that the candidate-first path is tested against.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,8 @@ from torch import Tensor, nn
 
 from solo_lib.config import SOLOConfig
 from solo_lib.model.backbone import build_backbone
-from solo_lib.model.heads import SOLOHead
+from solo_lib.model.heads import SOLOHead, make_masks
+from solo_lib.model.mask_makers import MaskMaker
 from solo_lib.model.solov2 import SOLOv2Head
 
 
@@ -33,6 +40,23 @@ class SOLOOutput(NamedTuple):
         )
 
 
+class SOLOParts(NamedTuple):
+    """What inference needs of the network: per level category logits and a mask maker."""
+
+    category: list[Tensor]
+    """Per level (B, C, S, S) category logits."""
+    masks: list[MaskMaker]
+    """Per level the masks' maker: (B, S*S, h, w) logits on demand, for any cells."""
+
+    def category_probabilities(self) -> list[Tensor]:
+        """The sigmoid of the category logits per level, in float32."""
+        return [c.float().sigmoid() for c in self.category]
+
+    def made(self, active: list[Tensor] | None = None) -> SOLOOutput:
+        """`SOLOOutput` with the masks made: every cell's, or the ``active`` cells' only."""
+        return SOLOOutput(self.category, make_masks(self.masks, active))
+
+
 class SOLO(nn.Module):
     """SOLO (Wang et al., arXiv 1912.04488) for the settings in ``cfg``; with
     ``cfg.head = "solov2"``, SOLOv2 (arXiv 2003.10152): the same backbone, outputs and
@@ -53,11 +77,14 @@ class SOLO(nn.Module):
         ``active`` (per level (B, S^2) bool, the targets' active cells) limits the mask
         logits to those cells, all that the training loss reads (``SOLOHead.forward``).
         """
+        return self.mask_makers(images).made(active)
+
+    def mask_makers(self, images: Tensor) -> SOLOParts:
+        """Category logits and mask makers for ``images`` (B, 3, H, W): no mask made yet."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
         images = images.contiguous(memory_format=self.memory_format)
-        category, masks = self.head(self.backbone(images), active)
-        return SOLOOutput(category, masks)
+        return SOLOParts(*self.head.mask_makers(self.backbone(images)))
 
     @torch.no_grad()
     def predict(
@@ -73,18 +100,12 @@ class SOLO(nn.Module):
         hold one). Runs in eval mode and restores the previous mode afterwards.
         Thresholds default to the config's.
         """
-        from solo_lib.postprocess import postprocess  # imported here: the model does not need it
+        from solo_lib.postprocess import postprocess_parts  # here: the model does not need it
 
         was_training = self.training
         self.eval()
         try:
-            output = self(images)
+            parts = self.mask_makers(images)
         finally:
             self.train(was_training)
-        return postprocess(
-            *output.probabilities(),
-            metas,
-            self.cfg,
-            score_threshold=score_threshold,
-            mask_threshold=mask_threshold,
-        )
+        return postprocess_parts(parts, metas, self.cfg, score_threshold, mask_threshold)

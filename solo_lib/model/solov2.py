@@ -11,12 +11,13 @@ layer into what to apply and what to apply it to:
   from what it sees;
 - mask feature branch (`MaskFeatureBranch`): one map of E channels for all levels;
 - masks: cell k's logits are its kernel applied to the mask features, a dot product of
-  E numbers at every pixel; for all the cells of an image at once, one matrix product
-  (S^2, E) @ (E, h * w). In training only the active cells' kernels are applied.
+  E numbers at every pixel; for k cells of an image, one matrix product (k, E) @
+  (E, h * w) (`solo_lib.model.mask_makers.KernelMasks`). Only the kernels of the cells
+  that are needed are applied: the active cells in training, the candidates at inference.
 
-The category branch is SOLO's. The outputs keep `SOLOOutput`'s contract (per level
-(B, S^2, h, w) logits with (h, w) = ``cfg.mask_size(level)``, or (P_l, h, w) at the
-active cells), so targets, losses and post-processing are SOLO's, unchanged.
+The category branch is SOLO's. The outputs keep `SOLOHead`'s contract (per level a
+`KernelMasks` whose masks are (B, S^2, h, w) logits with (h, w) = ``cfg.mask_size(level)``),
+so targets, losses and post-processing are SOLO's, unchanged.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from solo_lib.config import SOLOConfig
-from solo_lib.model.heads import check_active, conv_stack, coord_features, init_convs, prior_logit
+from solo_lib.model.heads import conv_stack, coord_features, init_convs, make_masks, prior_logit
+from solo_lib.model.mask_makers import KernelMasks, MaskMaker
 
 #: Levels that feed the mask features: 0-3 carry P2-P5, level 4 is P6 (P5 max-pooled and
 #: resized back to P5's stride), nothing that P5 does not already hold.
@@ -84,10 +86,10 @@ class MaskFeatureBranch(nn.Module):
 class SOLOv2Head(nn.Module):
     """Category, kernel and mask feature branches for all levels of ``cfg``.
 
-    ``forward(features, active)`` takes the backbone's per-level maps
-    (B, in_channels, H_f, W_f) and returns, as `SOLOHead` does, category logits
-    (B, C, S, S) and mask logits (B, S^2, 2 H_f, 2 W_f) per level, or (P_l, 2 H_f, 2 W_f)
-    at the ``active`` cells.
+    ``mask_makers(features)`` takes the backbone's per-level maps (B, in_channels, H_f,
+    W_f) and returns, as `SOLOHead` does, category logits (B, C, S, S) and a mask maker
+    per level, whose masks are (B, S^2, 2 H_f, 2 W_f) logits; ``forward(features,
+    active)`` makes them, all or at the ``active`` cells.
 
     Resolution: the mask features are at the finest stride of levels 0-3 (8 for both
     presets), but level l's masks are expected at twice its feature size,
@@ -129,33 +131,17 @@ class SOLOv2Head(nn.Module):
         kernels = self.kernel_out(self.kernel_convs(torch.cat([grid, coord_features(grid)], 1)))
         return kernels.flatten(2).transpose(1, 2)  # (B, E, S, S) -> (B, S^2, E)
 
-    def apply_kernels(
-        self, kernels: Tensor, features: Tensor, active: Tensor | None = None
-    ) -> Tensor:
-        """Mask logits of ``kernels`` (B, S^2, E) on ``features`` (B, E, h, w).
-
-        All cells: (B, S^2, h, w), one batched matrix product. At ``active`` (B, S^2)
-        cells only: (P, h, w), per image its active cells' kernels (n_b, E) times its
-        features (E, h * w), image-major then cell, the order of ``masks[active]``.
-        """
-        h, w = features.shape[-2:]
-        flat = features.flatten(2)  # (B, E, h * w)
-        if active is None:
-            logits = kernels @ flat  # (B, S^2, h * w)
-        else:
-            pairs = zip(kernels, flat, active, strict=True)  # per image: (S^2, E), (E, h*w), (S^2,)
-            logits = torch.cat([k[cells] @ f for k, f, cells in pairs])  # (P, h * w)
-        return (logits + self.mask_bias).unflatten(-1, (h, w))
-
-    def forward(
-        self, features: list[Tensor], active: list[Tensor] | None = None
-    ) -> tuple[list[Tensor], list[Tensor]]:
-        """Category logits (B, C, S, S) and mask logits per level (see the class)."""
-        check_active(features, active, self.num_grids)
+    def mask_makers(self, features: list[Tensor]) -> tuple[list[Tensor], list[MaskMaker]]:
+        """Category logits (B, C, S, S) and per level `KernelMasks`: the cells' kernels
+        (B, S^2, E), the mask features resized to the level's mask size (B, E, h, w) and
+        ``mask_bias``; no mask is made yet (see the class)."""
+        if len(features) != len(self.num_grids):
+            raise ValueError(f"expected {len(self.num_grids)} feature levels, got {len(features)}")
         unified = self.mask_features(features[: self.num_feature_levels])  # (B, E, H_0, W_0)
         resized: dict[tuple[int, int], Tensor] = {}  # one resize per mask size
-        categories, masks = [], []
-        for level, (feature, s) in enumerate(zip(features, self.num_grids, strict=True)):
+        categories: list[Tensor] = []
+        makers: list[MaskMaker] = []
+        for feature, s in zip(features, self.num_grids, strict=True):
             grid = F.interpolate(feature, size=(s, s), mode="bilinear", align_corners=False)
             categories.append(self.cate_out(self.cate_convs(grid)))  # (B, C, S, S)
             size = (2 * feature.shape[-2], 2 * feature.shape[-1])  # cfg.mask_size(level)
@@ -165,6 +151,13 @@ class SOLOv2Head(nn.Module):
                     if unified.shape[-2:] == size
                     else F.interpolate(unified, size=size, mode="bilinear", align_corners=False)
                 )
-            cells = None if active is None else active[level]
-            masks.append(self.apply_kernels(self.kernels(grid), resized[size], cells))
-        return categories, masks
+            bias = self.mask_bias.expand(1, s * s)  # one learned scalar for every cell
+            makers.append(KernelMasks(resized[size], self.kernels(grid), bias))
+        return categories, makers
+
+    def forward(
+        self, features: list[Tensor], active: list[Tensor] | None = None
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Category logits (B, C, S, S) and mask logits per level (see the class)."""
+        categories, makers = self.mask_makers(features)
+        return categories, make_masks(makers, active)
