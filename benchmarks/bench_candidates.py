@@ -120,15 +120,16 @@ def validation_seconds(checkpoint: Path, module: type[LitSOLO], quick: bool) -> 
     return time.perf_counter() - start, {k: float(metrics[f"val/{k}"]) for k in ("AP", "AP50")}
 
 
-def trained_models(quick: bool) -> list[tuple[str, SOLO, str]]:
-    """(job, model, where it comes from) for the main job, dense and SOLOv2 jobs, and the
-    two paper presets (untrained); with `quick`, the cpu preset shrunk, untrained."""
+def trained_models(quick: bool) -> list[tuple[str, SOLO, str, str]]:
+    """(job, model, where it comes from, its built-in set) for the main job, dense and
+    SOLOv2 jobs, and the two paper presets (untrained); with `quick`, the cpu preset
+    shrunk, untrained."""
     if quick:
         cfg = quick_config(SOLOConfig.cpu()).replace(
             score_threshold=0.0, mask_threshold=0.005, update_threshold=0.0
         )
         torch.manual_seed(cfg.seed)
-        return [("cpu, shrunk", SOLO(cfg).eval(), "untrained (--quick)")]
+        return [("cpu, shrunk", SOLO(cfg).eval(), "untrained (--quick)", "objects")]
     models = []
     checkpoints = {
         "cpu": reference.weights_of(course.reference_run(course.MAIN_JOB)),
@@ -141,27 +142,37 @@ def trained_models(quick: bool) -> list[tuple[str, SOLO, str]]:
         except FileNotFoundError:
             pass
     for job, path in checkpoints.items():
+        builtin = "dense" if job == "dense" else "objects"
         if path is None:
             torch.manual_seed(0)
-            models.append((job, SOLO(SOLOConfig.preset(job)).eval(), "untrained: no run"))
+            model = SOLO(SOLOConfig.preset(job)).eval()
+            models.append((job, model, "untrained: no run", builtin))
             continue
+        builtin = yaml.safe_load((path.parents[1] / "config.yaml").read_text())["data"]["builtin"]
         lit = LitSOLO.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-        models.append((job, lit.model.eval(), str(path.relative_to(common.REPO_ROOT))))
+        source = str(path.relative_to(common.REPO_ROOT))
+        models.append((job, lit.model.eval(), source, builtin))
     for preset in ("paper", "solov2_paper"):
         torch.manual_seed(0)
         cfg = SOLOConfig.preset(preset).replace(pretrained=None)
-        models.append((preset, SOLO(cfg).eval(), "untrained"))
+        models.append((preset, SOLO(cfg).eval(), "untrained", "objects"))
     return models
 
 
 def inference_ms(
-    model: SOLO, folder: Path, images: int, passes: int, warmup: int, root: Path | None = None
+    model: SOLO,
+    folder: Path,
+    images: int,
+    passes: int,
+    warmup: int,
+    root: Path | None = None,
+    builtin: str = "objects",
 ) -> dict:
     """End-to-end ms per image (and per stage) of both paths on `images` PNG files of the
-    model's validation split (of the data set in `root`, None: the built-in one); the
-    instances of the two paths are checked equal first."""
+    model's validation split (of the data set in `root`, None: the built-in set
+    `builtin`); the instances of the two paths are checked equal first."""
     cfg = model.cfg
-    dataset = ImageFolderDataset(validation_folder(cfg, root, images, folder), cfg)
+    dataset = ImageFolderDataset(validation_folder(cfg, root, images, folder, builtin), cfg)
     out = {}
     with torch.no_grad():
         for name, stages in (
@@ -188,7 +199,8 @@ def _run(stages, value):
 
 
 def memory_child(spec: dict) -> dict:
-    """Peak resident bytes of one image's inference above the size before it (child)."""
+    """Peak resident bytes of one image's inference above the size before it (child):
+    the dense path, the candidate-first one, or the backbone and FPN alone."""
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
     cfg = SOLOConfig.preset(spec["preset"]).replace(pretrained=None)
@@ -204,7 +216,10 @@ def memory_child(spec: dict) -> dict:
     reset_peak_resident()
     before = resident_bytes()
     with torch.no_grad():
-        postprocess(*_run(stages, image), [meta], cfg)
+        if spec["path"] == "backbone":
+            model.backbone(image)
+        else:
+            postprocess(*_run(stages, image), [meta], cfg)
     return {"before": before, "peak": peak_resident_bytes()}
 
 
@@ -281,6 +296,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             for name, module in (("dense", DenseValidation), ("candidates", LitSOLO)):
                 timings[name] = validation_seconds(checkpoint, module, args.quick)
             (before, ap_before), (after, ap_after) = timings["dense"], timings["candidates"]
+            print(f"validation: {timings}", file=sys.stderr, flush=True)
             rows.append(
                 [
                     "validation, main job's 200 images, s",
@@ -293,14 +309,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                 ]
             )
         root = tiny_dataset(tmp, 8) if args.quick else None
-        for job, model, source in trained_models(args.quick):
+        for job, model, source, builtin in trained_models(args.quick):
             paper = job.startswith(("paper", "solov2_paper"))
             images = 2 if args.quick else (args.paper_images if paper else args.images)
             passes = 1 if args.quick or paper else args.passes
             folder = tmp / f"{job}-images"
-            timed = inference_ms(
-                model, folder, images, passes, 1 if paper or args.quick else 3, root
-            )
+            warmup = 1 if paper or args.quick else 3
+            timed = inference_ms(model, folder, images, passes, warmup, root, builtin)
             before = timed["dense"]["clock"].mean("end to end")
             after = timed["candidates"]["clock"].mean("end to end")
             reaching = timed["candidates"]["candidates"]
@@ -316,13 +331,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         for preset in ("paper", "solov2_paper"):
             before = memory_mb(preset, "dense", args.threads, args.quick)
             after = memory_mb(preset, "candidates", args.threads, args.quick)
+            backbone = memory_mb(preset, "backbone", args.threads, args.quick)
             rows.append(
                 [
                     f"peak memory of one {preset} image (untrained), MB",
                     f"{before:.0f}",
                     f"{after:.0f}",
                     ratio(before, after),
-                    "above the process's size before it",
+                    f"above the process's size before it; the backbone and FPN alone: "
+                    f"{backbone:.0f}",
                 ]
             )
         if not args.quick:

@@ -130,10 +130,12 @@ def best_checkpoint(runs: Path) -> Path:
     return Path(max(scored)[1])
 
 
-def validation_folder(cfg: SOLOConfig, root: Path | None, count: int, folder: Path) -> Path:
+def validation_folder(
+    cfg: SOLOConfig, root: Path | None, count: int, folder: Path, builtin: str = "objects"
+) -> Path:
     """The first `count` images of `cfg`'s validation split of the CIS 680 set in `root`
-    (None: the built-in set), written into `folder` as PNG files; returns `folder`."""
-    data = SOLODataModule(cfg, root=None if root is None else str(root))
+    (None: the built-in set `builtin`), written into `folder` as PNG files; returns `folder`."""
+    data = SOLODataModule(cfg, root=None if root is None else str(root), builtin=builtin)
     data.prepare_data()
     data.setup()
     folder.mkdir(parents=True, exist_ok=True)

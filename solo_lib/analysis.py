@@ -14,7 +14,8 @@ the perfect one: the AP that the other output allows, so that a learner sees whi
 the two branches holds the model back (and, on request, both: the ceiling).
 
 `postprocess_sweep` re-runs only the post-processing of cached network outputs under
-other inference settings (score and mask thresholds, Matrix NMS kernel and sigma): an
+other inference settings (score and mask thresholds, the smallest mask kept, Matrix NMS
+kernel and sigma): an
 ablation of the inference settings without running the network again.
 """
 
@@ -126,7 +127,14 @@ def error_sources(
 
 #: The config fields that `postprocess_sweep` may change: inference settings only.
 POSTPROCESS_FIELDS = frozenset(
-    {"score_threshold", "mask_threshold", "nms_kernel", "nms_sigma", "update_threshold"}
+    {
+        "score_threshold",
+        "mask_threshold",
+        "min_mask_area",
+        "nms_kernel",
+        "nms_sigma",
+        "update_threshold",
+    }
 )
 
 

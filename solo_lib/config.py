@@ -141,9 +141,16 @@ class SOLOConfig:
     """Mask probability at which a pixel belongs to the mask (maskness, Matrix NMS, the
     final masks). The paper's 0.5; the cpu preset's Decoupled SOLO masks are a product of
     two probabilities, low at the outlines, and 0.4 suits them (`SOLOConfig.cpu`)."""
+    min_mask_area: int | None = None
+    """Masks of at most this many pixels (above ``mask_threshold``, at the level-0 mask
+    size) are dropped before maskness. None: the candidate's level's stride, as SOLO's
+    code. On small objects the stride drops correct masks too: a 10-pixel object is about
+    2 x 2 pixels of a mask at stride 4 (notebook 06 measures what that costs)."""
     nms_pre: int = 500
     update_threshold: float = 0.05
     max_per_img: int = 100
+    """Instances kept per image, as COCOeval's ``maxDets`` (100): an image of more objects
+    cannot have all of them found, whatever the network."""
     nms_kernel: str = "gaussian"
     nms_sigma: float = 2.0
 
@@ -511,6 +518,11 @@ class SOLOConfig:
             ("score_threshold", 0 <= self.score_threshold <= 1, unit),
             ("mask_threshold", 0 <= self.mask_threshold <= 1, unit),
             ("update_threshold", 0 <= self.update_threshold <= 1, unit),
+            (
+                "min_mask_area",
+                self.min_mask_area is None or self.min_mask_area >= 0,
+                "0 or more, or null (the level's stride)",
+            ),
             ("nms_pre", self.nms_pre >= 1, "at least 1"),
             ("max_per_img", self.max_per_img >= 1, "at least 1"),
             ("nms_sigma", self.nms_sigma > 0, "positive"),

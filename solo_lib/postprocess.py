@@ -245,7 +245,8 @@ def select_cells(
 def rescore_by_maskness(
     candidates: Candidates, cfg: SOLOConfig, mask_threshold: float | None = None
 ) -> Candidates:
-    """Drop masks of area <= their level's stride; score *= maskness; top ``cfg.nms_pre``.
+    """Drop masks of area <= their level's stride (or ``cfg.min_mask_area``); score *=
+    maskness; top ``cfg.nms_pre``.
 
     Maskness is the mean probability inside the binary mask: a confident,
     crisp mask keeps its category score, a vague one loses part of it. Only then
@@ -255,8 +256,11 @@ def rescore_by_maskness(
     threshold = cfg.mask_threshold if mask_threshold is None else mask_threshold
     binary = candidates.masks > threshold
     area = binary.sum((1, 2), dtype=torch.float32)
-    strides = torch.tensor(cfg.strides, dtype=torch.float32, device=area.device)
-    keep = area > strides[candidates.levels]
+    if cfg.min_mask_area is None:  # SOLO's rule: more pixels than the level's stride
+        strides = torch.tensor(cfg.strides, dtype=torch.float32, device=area.device)
+        keep = area > strides[candidates.levels]
+    else:
+        keep = area > cfg.min_mask_area
     candidates, binary, area = candidates.select(keep), binary[keep], area[keep]
     maskness = (candidates.masks * binary).sum((1, 2)) / area
     candidates = candidates._replace(scores=candidates.scores * maskness)

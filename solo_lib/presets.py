@@ -103,6 +103,8 @@ COMMENTS: dict[str, str] = {
     "they leave without a cell",
     "model.config.mask_threshold": "0.5 in the paper; Decoupled SOLO masks are a product of "
     "two probabilities, and 0.5 cuts their outlines (0.4)",
+    "model.config.min_mask_area": "masks of at most this many pixels (level-0 mask size) are "
+    "dropped; null: the level's stride, as SOLO's code",
     "model.config.base_lr": "for base_batch_size images; scaled linearly to devices x batch_size",
     "model.config.max_epochs": "null: no cap, the time budget alone sets the number of "
     "epochs (with a budget, a number here caps it)",

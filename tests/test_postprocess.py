@@ -267,6 +267,27 @@ def test_nms_pre_keeps_the_best_scores_after_maskness(small_config):
     assert kept.scores.tolist() == pytest.approx([0.8])
 
 
+def test_a_mask_no_larger_than_its_levels_stride_is_dropped_unless_min_mask_area_says(
+    small_config,
+):
+    """SOLO's rule keeps a mask only above its level's stride (8 pixels on level 0): a
+    crisp 2 x 4 = 8-pixel mask is dropped, a 3 x 3 one kept. ``min_mask_area`` replaces
+    the stride for every level: at 0 the 8-pixel mask is kept, at 9 the 9-pixel one not."""
+    category, masks = blank_maps(small_config, 1)
+    category[0][0, 0, 1, 1] = 0.9
+    masks[0][0, 1 * 8 + 1, 0:2, 0:4] = 0.95  # 8 pixels
+    category[0][0, 1, 5, 5] = 0.8
+    masks[0][0, 5 * 8 + 5, 8:11, 8:11] = 0.95  # 9 pixels
+    peaks = [points_nms(c)[0] for c in category]
+    candidates = select_cells(peaks, [m[0] for m in masks], small_config)
+    assert candidates.labels.tolist() == [1, 2]
+    assert rescore_by_maskness(candidates, small_config).labels.tolist() == [2]
+    relaxed = small_config.replace(min_mask_area=0)
+    assert sorted(rescore_by_maskness(candidates, relaxed).labels.tolist()) == [1, 2]
+    stricter = small_config.replace(min_mask_area=9)
+    assert rescore_by_maskness(candidates, stricter).labels.tolist() == []
+
+
 def test_postprocess_rejects_wrong_shapes(small_config):
     category, masks = blank_maps(small_config, 1)
     with pytest.raises(ValueError, match=r"mask_probs\[1\]"):

@@ -12,6 +12,10 @@ S^2 mask channels by an X and a Y branch of S channels each (two stacks, each wi
 own coordinate channel); the mask of cell (row i, column j) is sigmoid(X_j) *
 sigmoid(Y_i), returned as a logit like the vanilla head's.
 
+No mask is made in the head's own pass: `SOLOHead.mask_makers` returns, per level, the
+tensors the masks are made from (`solo_lib.model.mask_makers`), and training makes the
+active cells' masks from them, inference the candidates'.
+
 Only the final 1x1 mask convs are per level. Initialisation: conv weights
 normal(std=0.01); the category output bias starts at the focal prior
 -log((1 - 0.01) / 0.01) = -4.595, so that every cell first predicts p = 0.01 and the
@@ -82,9 +86,10 @@ def conv_stack(in_channels: int, channels: int, depth: int) -> nn.Sequential:
 class SOLOHead(nn.Module):
     """Category and mask branches for all levels of ``cfg``.
 
-    ``forward(features)`` takes the backbone's list of per-level maps
-    (B, in_channels, H_f, W_f) and returns two lists of logits, one entry per level:
-    category (B, C, S, S) and masks (B, S^2, 2 H_f, 2 W_f).
+    ``mask_makers(features)`` takes the backbone's list of per-level maps
+    (B, in_channels, H_f, W_f) and returns, one entry per level, category logits
+    (B, C, S, S) and a mask maker whose masks are (B, S^2, 2 H_f, 2 W_f) logits;
+    ``forward(features, active)`` makes those masks, all or the ``active`` cells'.
     """
 
     def __init__(self, cfg: SOLOConfig, in_channels: int) -> None:
