@@ -57,6 +57,17 @@ def write_checkpoint(lit: LitSOLO, path: Path) -> Path:
     return path
 
 
+def assert_same_instances_as_pytorch(got: list[dict], expected: list[dict]) -> None:
+    """onnxruntime's instances against PyTorch's: the same labels, scores within 1e-3, each
+    mask at IoU >= 0.99 with its counterpart; post-processing had real work to do."""
+    assert sum(len(p["labels"]) for p in expected) > 10
+    for ours, theirs in zip(got, expected, strict=True):
+        assert torch.equal(ours["labels"], theirs["labels"])
+        torch.testing.assert_close(ours["scores"], theirs["scores"], atol=1e-3, rtol=0)
+        ious = mask_iou(ours["masks"], theirs["masks"])  # (n, n)
+        assert bool((ious.diagonal() >= 0.99).all())
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, tiny_config, tiny_data_dir):
     """(torch model, ONNX path, a validation batch) at the tiny config, dynamic batch."""
@@ -119,12 +130,7 @@ def test_vanilla_and_solov2_exports_give_pytorchs_instances(
     with torch.no_grad():
         expected = model.predict(images, targets)
     got = runtime.predict(images, targets)
-    assert sum(len(p["labels"]) for p in expected) > 10  # post-processing had work to do
-    for ours, theirs in zip(got, expected, strict=True):
-        assert torch.equal(ours["labels"], theirs["labels"])
-        torch.testing.assert_close(ours["scores"], theirs["scores"], atol=1e-3, rtol=0)
-        ious = mask_iou(ours["masks"], theirs["masks"])  # (n, n)
-        assert bool((ious.diagonal() >= 0.99).all())
+    assert_same_instances_as_pytorch(got, expected)
 
 
 def test_the_same_instances_come_out_after_post_processing(exported):
@@ -132,12 +138,7 @@ def test_the_same_instances_come_out_after_post_processing(exported):
     with torch.no_grad():
         expected = model.predict(images, targets)
     got = OnnxSOLO(path, threads=1).predict(images, targets)
-    assert sum(len(p["labels"]) for p in expected) > 10  # post-processing had work to do
-    for ours, theirs in zip(got, expected, strict=True):
-        assert torch.equal(ours["labels"], theirs["labels"])
-        torch.testing.assert_close(ours["scores"], theirs["scores"], atol=1e-3, rtol=0)
-        ious = mask_iou(ours["masks"], theirs["masks"])  # (n, n)
-        assert bool((ious.diagonal() >= 0.99).all())
+    assert_same_instances_as_pytorch(got, expected)
 
 
 def test_an_empty_image_gives_an_empty_result(tmp_path, tiny_config, tiny_data_dir):
