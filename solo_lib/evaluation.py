@@ -1,4 +1,4 @@
-"""COCO-style mask AP for SOLO's predictions, on top of torchmetrics' `MeanAveragePrecision`.
+"""COCO-style mask AP for SOLO's predictions: pycocotools' `COCOeval` on run-length encodings.
 
 `MaskEvaluator` collects predictions and ground truth image by image and
 reports mask AP (IoU 0.50:0.95), AP50, AP75, per-class AP and per-class
@@ -9,16 +9,15 @@ the original image size and never resampled. Crowd regions (``iscrowd`` = 1) are
 ignored as pycocotools does: a detection that matches one is neither a true nor a
 false positive, and a crowd region is never a missed object.
 
-Two traps of ``MeanAveragePrecision(iou_type="segm")`` (torchmetrics 1.9,
-pycocotools backend) that this module avoids:
+Masks are run-length encoded once, in `update`, and `COCOeval(iouType="segm")` reads
+those encodings as they are: no mask is decoded again, and no boxes are evaluated.
+The COCO data set is built here, not from a file, so that:
 
-* An image without ground truth is left out of the COCO data set, and with it
-  every prediction on that image: false positives on empty images are ignored
-  and AP comes out too high. Evaluating ``("bbox", "segm")``, with boxes taken
-  from the masks, keeps every image (torchmetrics drops images only when no
-  boxes are given); only the mask results are reported.
-* With no predictions at all, every value is -1 ("not computed"). Here the
-  images are kept, so AP is 0 when there is ground truth and nothing is found.
+* every image seen is in it, those without ground truth too: a prediction on an empty
+  image is a false positive. (torchmetrics' ``MeanAveragePrecision(iou_type="segm")``,
+  which this module used before, leaves such images out, and AP comes out too high.)
+* every class 1..C is a category, so a class that is never predicted still counts.
+* with no predictions at all, AP is 0 where there is ground truth (not COCO's -1).
 
 Values that COCO cannot define are NaN here (COCO writes -1): the AP of a class
 without any ground truth object, or every AP when there is no ground truth at all.
@@ -26,6 +25,8 @@ without any ground truth object, or every AP when there is no ground truth at al
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 from dataclasses import dataclass
 
@@ -33,18 +34,26 @@ import numpy as np
 import pycocotools.mask as mask_utils
 import torch
 import torch.distributed as dist
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 from torch import Tensor
-from torchmetrics.detection import MeanAveragePrecision
 
 from solo_lib.postprocess import mask_iou
 
 #: Recall points of COCO's interpolated precision-recall curve.
 NUM_RECALL_POINTS = 101
-#: COCOeval's own thresholds, in float64 as pycocotools makes them. torchmetrics' defaults
-#: come from a float32 `torch.linspace`: 0.55 becomes 0.55000001, and a mask with an IoU of
-#: exactly 0.55 (11 of 20 pixels: common for small objects) stopped matching there.
-COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1).tolist()
-COCO_RECALL_THRESHOLDS = np.linspace(0.0, 1.0, int(np.round((1.0 - 0.0) / 0.01)) + 1).tolist()
+
+
+#: `MaskEvaluator.compute`'s summary values and their index in `COCOeval.stats`.
+SUMMARY_STATS = {
+    "AP": 0,
+    "AP50": 1,
+    "AP75": 2,
+    "AP_small": 3,
+    "AP_medium": 4,
+    "AP_large": 5,
+    "AR100": 8,
+}
 
 
 def _undefined_to_nan(value: float) -> float:
@@ -52,29 +61,10 @@ def _undefined_to_nan(value: float) -> float:
     return math.nan if value < 0 else value
 
 
-def _boxes_from_masks(masks: Tensor) -> Tensor:
-    """Tight xyxy boxes (n, 4) float32 of bool masks (n, H, W); an empty mask gets (0, 0, 0, 0)."""
-    rows, cols = masks.any(dim=2), masks.any(dim=1)  # (n, H), (n, W)
-    height, width = masks.shape[1:]
-    y1 = rows.float().argmax(dim=1)
-    y2 = height - rows.flip(1).float().argmax(dim=1)
-    x1 = cols.float().argmax(dim=1)
-    x2 = width - cols.flip(1).float().argmax(dim=1)
-    boxes = torch.stack([x1, y1, x2, y2], dim=1).float()
-    return boxes * rows.any(dim=1, keepdim=True)
-
-
 def _encode(masks: Tensor) -> list[dict]:
     """(n, H, W) masks as pycocotools RLEs (a list of n dicts): small enough to gather."""
     array = masks.bool().cpu().numpy().astype(np.uint8)
     return mask_utils.encode(np.asfortranarray(array.transpose(1, 2, 0))) if len(array) else []
-
-
-def _decode(rles: list[dict], size: tuple[int, int]) -> Tensor:
-    """The bool (n, H, W) masks of `_encode`'s RLEs."""
-    if not rles:
-        return torch.zeros((0, *size), dtype=torch.bool)
-    return torch.from_numpy(mask_utils.decode(rles)).permute(2, 0, 1).bool()
 
 
 def _check_item(item: dict, index: int, what: str, keys: tuple[str, ...]) -> None:
@@ -149,16 +139,10 @@ class MaskEvaluator:
             raise ValueError(
                 f"MaskEvaluator.update: {len(image_ids)} image ids for {len(predictions)} images"
             )
-        for index, (pred, gt) in enumerate(zip(predictions, ground_truth, strict=True)):
-            _check_item(pred, index, "predictions", ("masks", "labels", "scores"))
-            _check_item(gt, index, "ground_truth", ("masks", "labels"))
-            if pred["masks"].shape[1:] != gt["masks"].shape[1:]:
-                raise ValueError(
-                    f"MaskEvaluator.update: image {index}: predicted masks are "
-                    f"{tuple(pred['masks'].shape[1:])} but ground truth masks are "
-                    f"{tuple(gt['masks'].shape[1:])}; compare both at the original image size "
-                    '(a data set target\'s "original")'
-                )
+        pairs = list(zip(predictions, ground_truth, strict=True))
+        for index, (pred, gt) in enumerate(pairs):  # every image checked before any is kept
+            self._check_image(pred, gt, index)
+        for index, (pred, gt) in enumerate(pairs):
             n_gt = gt["masks"].shape[0]
             record = {
                 "size": tuple(gt["masks"].shape[1:]),
@@ -173,6 +157,26 @@ class MaskEvaluator:
                 self.unnamed.append(record)
             else:
                 self.records[int(image_ids[index])] = record
+
+    def _check_image(self, pred: dict, gt: dict, index: int) -> None:
+        """A clear error when image `index`'s prediction or ground truth is malformed:
+        not dicts of tensors, masks of two sizes, or a label outside 1..C."""
+        _check_item(pred, index, "predictions", ("masks", "labels", "scores"))
+        _check_item(gt, index, "ground_truth", ("masks", "labels"))
+        if pred["masks"].shape[1:] != gt["masks"].shape[1:]:
+            raise ValueError(
+                f"MaskEvaluator.update: image {index}: predicted masks are "
+                f"{tuple(pred['masks'].shape[1:])} but ground truth masks are "
+                f"{tuple(gt['masks'].shape[1:])}; compare both at the original image size "
+                '(a data set target\'s "original")'
+            )
+        for what, labels in (("predictions", pred["labels"]), ("ground_truth", gt["labels"])):
+            outside = labels[(labels < 1) | (labels > len(self.class_names))]
+            if len(outside):
+                raise ValueError(
+                    f"MaskEvaluator.update: {what}[{index}] has label "
+                    f"{int(outside[0])}, not in 1..{len(self.class_names)} ({self.class_names})"
+                )
 
     def _all_records(self) -> list[dict]:
         """Every image's record: named ones in id order (one per id), then unnamed ones.
@@ -194,42 +198,44 @@ class MaskEvaluator:
             unnamed.extend(images)
         return [named[image_id] for image_id in sorted(named)] + unnamed
 
-    @staticmethod
-    def _metric(records: list[dict]) -> MeanAveragePrecision:
-        """A torchmetrics AP (pycocotools backend) fed with `records`, in their order.
+    def _coco_eval(self, records: list[dict]) -> COCOeval:
+        """pycocotools' segm evaluation of `records` (image ids 1..n in their order), run.
 
-        Its own DDP synchronisation is off: the records are already everybody's.
+        Ground truth and predictions become two in-memory COCO data sets of RLE
+        ``segmentation``s, with every record as an image and every class as a category.
+        pycocotools' progress prints are silenced.
         """
-        metric = MeanAveragePrecision(
-            iou_type=("bbox", "segm"),
-            extended_summary=True,
-            sync_on_compute=False,
-            iou_thresholds=COCO_IOU_THRESHOLDS,
-            rec_thresholds=COCO_RECALL_THRESHOLDS,
-        )
-        metric.warn_on_many_detections = False
-        for record in records:
-            pred_masks = _decode(record["pred_masks"], record["size"])
-            gt_masks = _decode(record["gt_masks"], record["size"])
-            metric.update(
-                [
-                    {
-                        "masks": pred_masks,
-                        "boxes": _boxes_from_masks(pred_masks),
-                        "labels": record["pred_labels"],
-                        "scores": record["pred_scores"],
-                    }
-                ],
-                [
-                    {
-                        "masks": gt_masks,
-                        "boxes": _boxes_from_masks(gt_masks),
-                        "labels": record["gt_labels"],
-                        "iscrowd": record["iscrowd"],
-                    }
-                ],
+        images, truths, detections = [], [], []
+        for image_id, record in enumerate(records, start=1):
+            height, width = record["size"]
+            images.append({"id": image_id, "height": height, "width": width})
+            for rle, label, crowd in zip(
+                record["gt_masks"],
+                record["gt_labels"].tolist(),
+                record["iscrowd"].tolist(),
+                strict=True,
+            ):
+                truths.append(_annotation(image_id, rle, label, iscrowd=crowd))
+            for rle, label, score in zip(
+                record["pred_masks"],
+                record["pred_labels"].tolist(),
+                record["pred_scores"].tolist(),
+                strict=True,
+            ):
+                detections.append(_annotation(image_id, rle, label, score=score))
+        categories = [{"id": label} for label in range(1, len(self.class_names) + 1)]
+        with contextlib.redirect_stdout(io.StringIO()):
+            ground_truth = _coco(
+                {"images": images, "annotations": truths, "categories": categories}
             )
-        return metric
+            predicted = _coco(
+                {"images": images, "annotations": detections, "categories": categories}
+            )
+            evaluation = COCOeval(ground_truth, predicted, iouType="segm")
+            evaluation.evaluate()
+            evaluation.accumulate()
+            evaluation.summarize()
+        return evaluation
 
     def compute(self) -> dict:
         """The mask metrics of everything seen since the last `reset`.
@@ -252,37 +258,20 @@ class MaskEvaluator:
             "num_predictions": sum(len(r["pred_labels"]) for r in records),
             "num_ground_truth": sum(int((r["iscrowd"] == 0).sum()) for r in records),
         }
-        summary_keys = {
-            "AP": "segm_map",
-            "AP50": "segm_map_50",
-            "AP75": "segm_map_75",
-            "AP_small": "segm_map_small",
-            "AP_medium": "segm_map_medium",
-            "AP_large": "segm_map_large",
-            "AR100": "segm_mar_100",
-        }
         if not records:
-            result.update(dict.fromkeys(summary_keys, math.nan))
+            result.update(dict.fromkeys(SUMMARY_STATS, math.nan))
             return result
-        raw = self._metric(records).compute()
-        for name, key in summary_keys.items():
-            result[name] = _undefined_to_nan(float(raw[key]))
-        if "segm_precision" not in raw:  # no class at all, neither predicted nor annotated
-            return result
+        evaluation = self._coco_eval(records)
+        for name, index in SUMMARY_STATS.items():
+            result[name] = _undefined_to_nan(float(evaluation.stats[index]))
 
-        # precision: (T iou thresholds, R recall points, K classes, A areas, M max dets);
-        # area 0 is "all", max dets -1 is 100; classes are raw["classes"], in ascending order.
-        precision = raw["segm_precision"][:, :, :, 0, -1]  # (T, R, K)
-        scores = raw["segm_scores"][:, :, :, 0, -1]
-        max_recall = raw["segm_recall"][0, :, 0, -1]  # (K,) at IoU 0.5
-        recall_points = torch.linspace(0, 1, NUM_RECALL_POINTS)
-        for k, label in enumerate(raw["classes"].reshape(-1).tolist()):
-            if not 1 <= label <= len(self.class_names):
-                raise ValueError(
-                    f"MaskEvaluator: label {label} is not in 1..{len(self.class_names)} "
-                    f"({self.class_names})"
-                )
-            name = self.class_names[label - 1]
+        # precision, scores: (T iou thresholds, R recall points, K classes, A areas, M max
+        # dets); recall: (T, K, A, M). Area 0 is "all", max dets -1 is 100; class k is label k + 1.
+        precision = torch.from_numpy(evaluation.eval["precision"][:, :, :, 0, -1])  # (T, R, K)
+        scores = torch.from_numpy(evaluation.eval["scores"][:, :, :, 0, -1])
+        max_recall = torch.from_numpy(evaluation.eval["recall"][0, :, 0, -1])  # (K,) at IoU 0.5
+        recall_points = torch.from_numpy(evaluation.params.recThrs)
+        for k, name in enumerate(self.class_names):
             class_precision = precision[:, :, k]
             if (class_precision < 0).all():  # no ground truth of this class
                 continue
@@ -290,11 +279,38 @@ class MaskEvaluator:
             result["per_class_AP50"][name] = class_precision[0].mean().item()
             reached = (recall_points <= max_recall[k] + 1e-6) & (max_recall[k] > 0)
             result["pr_curves"][name] = {
-                "recall": recall_points[reached],
+                "recall": recall_points[reached].float(),
                 "precision": class_precision[0][reached].float(),
                 "scores": scores[0, :, k][reached].float(),
             }
         return result
+
+
+def _annotation(
+    image_id: int, rle: dict, label: int, iscrowd: int = 0, score: float | None = None
+) -> dict:
+    """One COCO annotation (`score` given: one detection) of an RLE mask."""
+    annotation = {
+        "image_id": image_id,
+        "category_id": label,
+        "segmentation": rle,
+        "area": float(mask_utils.area(rle)),
+        "bbox": mask_utils.toBbox(rle).tolist(),
+        "iscrowd": iscrowd,
+    }
+    if score is not None:
+        annotation["score"] = score
+    return annotation
+
+
+def _coco(dataset: dict) -> COCO:
+    """An in-memory pycocotools `COCO` of `dataset`, annotations numbered 1..n."""
+    for number, annotation in enumerate(dataset["annotations"], start=1):
+        annotation["id"] = number
+    coco = COCO()
+    coco.dataset = dataset
+    coco.createIndex()
+    return coco
 
 
 @dataclass

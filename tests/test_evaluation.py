@@ -164,6 +164,13 @@ def test_update_rejects_bad_input():
         )
     with pytest.raises(ValueError, match="2 predictions for 1"):
         evaluator.update([pred(), pred()], [gt()])
+    # Labels are 1..C: a 0-based label would otherwise be scored as another class, and
+    # one above C would be left out of the AP without a word.
+    with pytest.raises(ValueError, match=r"predictions\[1\] has label 4, not in 1..3"):
+        evaluator.update([pred((A, 1, 0.9)), pred((A, 4, 0.9))], [gt((A, 1)), gt((A, 1))])
+    with pytest.raises(ValueError, match=r"ground_truth\[0\] has label 0, not in 1..3"):
+        evaluator.update([pred((A, 1, 0.9))], [gt((A, 0))])
+    assert evaluator.compute()["num_images"] == 0  # not even the good first image
 
 
 def test_a_detection_on_a_crowd_region_is_ignored_and_the_crowd_is_never_missed():
