@@ -153,7 +153,7 @@ def torch_stages(model: SOLO, compiled: bool) -> NetworkStages:
 
     def run_heads(features: list[torch.Tensor]) -> tuple[list[torch.Tensor], list]:
         parts = SOLOParts(*makers(features))
-        return parts.category_probabilities(), parts.masks
+        return parts.category_probabilities(), parts.makers
 
     return [
         ("backbone + FPN", lambda x: backbone(x.contiguous(memory_format=model.memory_format))),

@@ -97,9 +97,8 @@ def time_solo(
         with autocast(device, amp):
             return model.backbone(images)
 
-    def end_to_end():
-        with autocast(device, amp):
-            return postprocess_parts(network(), [target], cfg)
+    def end_to_end():  # the network under autocast, post-processing outside it
+        return postprocess_parts(network(), [target], cfg)
 
     with torch.no_grad():
         result = {

@@ -40,7 +40,7 @@ def output_megabytes(model: SOLO, images: torch.Tensor) -> tuple[float, float]:
         dense = model(images[:1])
         parts = model.mask_makers(images[:1])
     made = dense.category + dense.masks
-    makers = parts.category + [t for maker in parts.masks for t in maker.tensors()]
+    makers = parts.category + [t for maker in parts.makers for t in maker.tensors()]
     return tuple(sum(t.numel() * t.element_size() for t in ts) / 1e6 for ts in (made, makers))
 
 

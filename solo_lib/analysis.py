@@ -108,8 +108,8 @@ def error_sources(
             perfect = dense_parts(perfect_output(targets, cfg))
             outputs = {
                 "model": own,
-                "perfect masks": SOLOParts(own.category, perfect.masks),
-                "perfect categories": SOLOParts(perfect.category, own.masks),
+                "perfect masks": SOLOParts(own.category, perfect.makers),
+                "perfect categories": SOLOParts(perfect.category, own.makers),
                 "perfect network": perfect,
             }
             for name in names:

@@ -70,7 +70,11 @@ class ProbabilityNet(nn.Module):
 
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
         parts = self.model.mask_makers(images)
-        fields = [tensor.float() for maker in parts.masks for tensor in maker.tensors()]
+        expected = maker_type(self.model.cfg)  # the kind whose FIELDS name the outputs
+        if any(type(maker) is not expected for maker in parts.makers):
+            found = sorted({type(maker).__name__ for maker in parts.makers})
+            raise TypeError(f"ProbabilityNet: the head made {found}, expected {expected.__name__}")
+        fields = [tensor.float() for maker in parts.makers for tensor in maker.tensors()]
         return (*parts.category_probabilities(), *fields)
 
 
@@ -171,7 +175,7 @@ def largest_difference(model: SOLO, path: str | os.PathLike) -> float:
     images = torch.randn(1, 3, *model.cfg.image_size, generator=generator)
     with torch.no_grad():
         parts = model.mask_makers(images)
-        expected = dense_probabilities(parts.category_probabilities(), parts.masks)
+        expected = dense_probabilities(parts.category_probabilities(), parts.makers)
     got = dense_probabilities(*OnnxSOLO(path).outputs(images))
     return float((got - expected).abs().max())
 
@@ -247,7 +251,8 @@ class OnnxSOLO:
             )
         tensors = [torch.from_numpy(out) for out in self._run(images)]
         levels = self.cfg.num_levels
-        maker, fields = maker_type(self.cfg), len(maker_type(self.cfg).FIELDS)
+        maker = maker_type(self.cfg)
+        fields = len(maker.FIELDS)
         makers = [
             maker(*tensors[levels + level * fields : levels + (level + 1) * fields])
             for level in range(levels)

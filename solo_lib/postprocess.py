@@ -116,11 +116,14 @@ def pairwise_intersection(a: Tensor, b: Tensor) -> Tensor:
 
     One matrix product. On the CPU it runs in int8 with int32 accumulation
     (exact, and 2-4x faster than float32); on a GPU in float32, which is exact
-    for 0/1 inputs even with TF32 (the products are accumulated in float32).
+    for 0/1 inputs even with TF32 (the products are accumulated in float32). Autocast
+    is off for it: validation runs under bf16 autocast, whose 8-bit significand would
+    round a count of 1001 pixels to 1000.
     """
     if a.device.type == "cpu" and _cpu_int8_matmul_available():
         return torch._int_mm(a.view(torch.int8), b.view(torch.int8).T).float()
-    return a.float() @ b.float().T
+    with torch.autocast(a.device.type, enabled=False):
+        return a.float() @ b.float().T
 
 
 def mask_iou(a: Tensor, b: Tensor | None = None) -> Tensor:
@@ -214,11 +217,12 @@ def select_cells(
 
     `category_probs` are per level (C, S, S) (after `points_nms`); `mask_probs` per
     level every cell's mask probabilities (S*S, h, w) or a function that makes them for
-    the cells it is given (`LevelMasks`). As in mmdetection's ``SOLOHead`` and the
+    the cells it is given (`LevelMasks`), at the level's mask size
+    ``cfg.mask_size(level)`` (`postprocess` checks it; a direct caller must). As in mmdetection's ``SOLOHead`` and the
     official code, the threshold applies to the flattened (cells x classes) scores, so a
     cell can give one candidate for each class that passes (an arg-max per cell would
     lose that recall). The category scores alone choose the candidates; only then is
-    each candidate's mask made (or gathered), and resized (bilinear) to the level-0
+    each candidate cell's mask made (or gathered), once per cell, and resized (bilinear) to the level-0
     mask size, so that masks of all levels can be compared. Candidates come level by
     level, then cell, then class.
     """
@@ -235,10 +239,12 @@ def select_cells(
         if not cell.numel():  # no candidate: no mask to make on this level
             masks.append(probs.new_zeros((0, *size), dtype=torch.float32))
             continue
-        gathered = gather_masks(level_masks, cell)  # (k_l, h_l, w_l)
+        # A cell that passes for several classes has its mask made (and resized) once.
+        unique, pair_cell = cell.unique(return_inverse=True)  # (u,), (k_l,) into unique
+        gathered = gather_masks(level_masks, unique)  # (u, h_l, w_l)
         if tuple(gathered.shape[-2:]) != size:
             gathered = F.interpolate(gathered[None], size=size, mode="bilinear")[0]
-        masks.append(gathered.reshape(-1, *size))
+        masks.append(gathered.reshape(-1, *size)[pair_cell])
     return Candidates(*(torch.cat(x) for x in (scores, labels, levels, cells, masks)))
 
 
@@ -428,5 +434,5 @@ def postprocess_parts(
 ) -> list[dict]:
     """`postprocess` of a network's `SOLOParts` (``SOLO.mask_makers``): candidate-first."""
     return postprocess(
-        parts.category_probabilities(), parts.masks, metas, cfg, score_threshold, mask_threshold
+        parts.category_probabilities(), parts.makers, metas, cfg, score_threshold, mask_threshold
     )

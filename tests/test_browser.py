@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from solo_lib.browser import CachedOutputs, ResultBrowser, cache_outputs
+from solo_lib.browser.cache import KeptMasks
 from solo_lib.config import SOLOConfig
 from solo_lib.data import ImageGeometry
 from solo_lib.model import SOLOParts
@@ -218,3 +219,18 @@ def test_browser_displays_as_its_widget(browser):
 def test_browser_rejects_a_cache_of_another_config(browser, cfg):
     with pytest.raises(ValueError, match="the cache has \\[5\\] levels, the config 4"):
         ResultBrowser(browser.cached, cfg.replace(num_grids=(8, 6, 4, 3), strides=(8, 8, 16, 32)))
+
+
+def test_kept_masks_hand_out_the_kept_cells_and_name_the_others():
+    """Cells 2 and 5 of 9 kept: their masks come back in the order asked; a cell that was
+    not kept (below the cache's min_score) and another image are errors that say so."""
+    masks = torch.stack([torch.full((2, 3), 0.2), torch.full((2, 3), 0.7)]).half()
+    kept = KeptMasks(torch.tensor([2, 5]), masks, num_cells=9)
+    assert kept.shape == (1, 9, 2, 3)
+    got = kept.probabilities(0, torch.tensor([5, 2, 5]))
+    assert got.dtype == torch.float32
+    assert torch.equal(got, masks[[1, 0, 1]].float())
+    with pytest.raises(ValueError, match=r"cells \[3\] were not kept.*min_score"):
+        kept.probabilities(0, torch.tensor([2, 3]))
+    with pytest.raises(ValueError, match="one image's masks"):
+        kept.probabilities(1, torch.tensor([2]))

@@ -100,7 +100,7 @@ def test_onnxruntime_equals_pytorch_to_1e_4(exported):
     for got, want in zip(cate, parts.category_probabilities(), strict=True):
         assert got.shape == want.shape
         torch.testing.assert_close(got, want, atol=TOLERANCE, rtol=0)
-    for got, want in zip(makers, parts.masks, strict=True):
+    for got, want in zip(makers, parts.makers, strict=True):
         assert type(got) is type(want) and got.shape == want.shape
         torch.testing.assert_close(
             got.dense().sigmoid(), want.dense().sigmoid(), atol=TOLERANCE, rtol=0
@@ -120,7 +120,11 @@ def test_vanilla_and_solov2_exports_give_pytorchs_instances(
     if kind == "solov2":
         cfg = cfg.replace(head="solov2", kernel_channels=32, mask_branch_channels=32)
     model = scoring_model(cfg)
-    runtime = OnnxSOLO(export_onnx(model, tmp_path / f"{kind}.onnx"), threads=1)
+    path = export_onnx(model, tmp_path / f"{kind}.onnx")
+    graph = onnx.load(str(path))
+    onnx.checker.check_model(graph, full_check=True)
+    assert [o.name for o in graph.graph.output] == output_names(cfg)
+    runtime = OnnxSOLO(path, threads=1)
     data = SOLODataModule(cfg, root=str(tiny_data_dir))
     data.setup("validate")
     images, targets = next(iter(data.val_dataloader()))
@@ -305,7 +309,7 @@ def test_a_free_batch_graph_of_the_cpu_preset_runs_one_and_three_images(tmp_path
             expected = model.mask_makers(batch)
         torch.testing.assert_close(category[0], expected.category[0].sigmoid(), atol=1e-4, rtol=0)
         torch.testing.assert_close(
-            makers[-1].dense().sigmoid(), expected.masks[-1].dense().sigmoid(), atol=1e-4, rtol=0
+            makers[-1].dense().sigmoid(), expected.makers[-1].dense().sigmoid(), atol=1e-4, rtol=0
         )
 
 

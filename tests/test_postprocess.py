@@ -120,6 +120,19 @@ def test_pairwise_intersection_int8_path_and_float_fallback_agree(monkeypatch):
     assert torch.equal(fast, expected) and torch.equal(fallback, expected)
 
 
+def test_pairwise_intersection_counts_exactly_under_bf16_autocast(monkeypatch):
+    """Validation runs under bf16 autocast: the float matmul (the GPU's path, forced here)
+    must still count 1001 shared pixels, which bf16's 8-bit significand rounds to 1000."""
+    from solo_lib import postprocess as module
+
+    monkeypatch.setattr(module, "_cpu_int8_matmul_available", lambda: False)
+    a = torch.zeros(1, 2000, dtype=torch.bool)
+    a[0, :1001] = True
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inter = module.pairwise_intersection(a, a)
+    assert inter.dtype == torch.float32 and inter.item() == 1001
+
+
 def test_mask_iou_known_values():
     a = torch.zeros((2, 4, 4), dtype=torch.bool)
     a[0, :2] = True  # 8 pixels

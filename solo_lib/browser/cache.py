@@ -192,11 +192,14 @@ class KeptMasks:
 
     def probabilities(self, image: int, cells: Tensor) -> Tensor:
         """The kept masks (k, h, w) float32 of ``cells`` of image 0."""
-        rows = self.position[cells]
-        if image != 0 or bool((rows < 0).any()):
+        if image != 0:
+            raise ValueError(f"KeptMasks holds one image's masks (image 0), asked for {image}")
+        rows = self.position[cells.cpu()]
+        if bool((rows < 0).any()):
+            missing = cells.cpu()[rows < 0].tolist()
             raise ValueError(
-                "KeptMasks: these masks were not kept (their cells' best class is below the "
-                "cache's min_score); cache the outputs with a lower min_score"
+                f"KeptMasks: the masks of cells {missing} were not kept (their best class "
+                f"is below the cache's min_score); cache the outputs with a lower min_score"
             )
         return self.masks[rows].float()
 
@@ -242,14 +245,14 @@ def cache_outputs(
             items = [dataset[i] for i in indices[start : start + batch_size]]
             images = torch.stack([image for image, _ in items])
             parts = model.mask_makers(images.to(device))
-            if len(parts.category) != cfg.num_levels or len(parts.masks) != cfg.num_levels:
+            if len(parts.category) != cfg.num_levels or len(parts.makers) != cfg.num_levels:
                 raise ValueError(
                     f"cache_outputs: the model returned {len(parts.category)} category and "
-                    f"{len(parts.masks)} mask levels; the config has {cfg.num_levels}"
+                    f"{len(parts.makers)} mask levels; the config has {cfg.num_levels}"
                 )
             cates = parts.category_probabilities()
             for b, (image, target) in enumerate(items):
-                masks = [image_masks(maker, b) for maker in parts.masks]
+                masks = [image_masks(maker, b) for maker in parts.makers]
                 cache._append(image, target, [c[b] for c in cates], masks, mask_dtype)
     finally:
         model.train(was_training)

@@ -28,8 +28,10 @@ BRANCHES = {
     "kernel_out": "kernel branch",
     "mask_features": "mask features",
 }
-#: SOLOv2's dynamic 1x1 convolutions: the matrix products of its `KernelMasks`,
-#: the only FLOPs of the head outside its sub-modules.
+#: SOLOv2's dynamic 1x1 convolutions: the matrix products of its `KernelMasks`, made
+#: outside the head's sub-modules. (Vanilla SOLO's products are outside them too: its
+#: ``mask_out`` convs lend their weights as kernels and are never called, so a hook on
+#: them sees nothing; they are counted under "mask outputs".)
 KERNELS_APPLIED = "kernels applied"
 
 

@@ -68,6 +68,10 @@ class MaskMaker(ABC):
             raise ValueError(
                 f"active must be (B, S^2) = {self.shape[:2]}, got {tuple(active.shape)}"
             )
+        return self._active(active)
+
+    def _active(self, active: Tensor) -> Tensor:
+        """`active`'s masks, its shape checked: image by image with `logits`."""
         h, w = self.shape[-2:]
         parts = [self.logits(b, cells.nonzero()[:, 0]) for b, cells in enumerate(active)]
         return torch.cat(parts) if parts else active.new_zeros((0, h, w), dtype=torch.float32)
@@ -113,12 +117,14 @@ class KernelMasks(MaskMaker):
         bias = self.bias[0 if self.bias.shape[0] == 1 else image]  # (S^2,)
         h, w = self.features.shape[-2:]
         flat = self.features[image].flatten(1)  # (E, h * w)
-        out = kernels[cells] @ flat + bias[cells, None]  # (k, h * w)
+        # Vanilla SOLO's kernels are float32 weights; features made under bf16 autocast
+        # are bf16, and a maker may be used after autocast ends (post-processing).
+        out = kernels[cells].to(flat.dtype) @ flat + bias[cells, None]  # (k, h * w)
         return out.view(-1, h, w)
 
     def dense(self) -> Tensor:
         flat = self.features.flatten(2)  # (B, E, h * w)
-        out = self.kernels @ flat + self.bias[..., None]  # (B, S^2, h * w)
+        out = self.kernels.to(flat.dtype) @ flat + self.bias[..., None]  # (B, S^2, h * w)
         return out.unflatten(-1, self.features.shape[-2:])
 
     def tensors(self) -> tuple[Tensor, ...]:
@@ -152,6 +158,14 @@ class FactorMasks(MaskMaker):
         s = self.x.shape[1]
         log_y = F.logsigmoid(self.y[image, cells // s].float())  # (k, h, w): log sigmoid(Y_i)
         log_x = F.logsigmoid(self.x[image, cells % s].float())  # log sigmoid(X_j)
+        return logit_from_log_prob(log_y + log_x)
+
+    def _active(self, active: Tensor) -> Tensor:
+        """The whole batch's active cells in one gather (a training step's every level)."""
+        s = self.x.shape[1]
+        image, cell = active.nonzero(as_tuple=True)  # (P,) each, image-major then cell
+        log_y = F.logsigmoid(self.y[image, cell // s].float())  # (P, h, w)
+        log_x = F.logsigmoid(self.x[image, cell % s].float())
         return logit_from_log_prob(log_y + log_x)
 
     def dense(self) -> Tensor:

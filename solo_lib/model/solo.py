@@ -45,7 +45,7 @@ class SOLOParts(NamedTuple):
 
     category: list[Tensor]
     """Per level (B, C, S, S) category logits."""
-    masks: list[MaskMaker]
+    makers: list[MaskMaker]
     """Per level the masks' maker: (B, S*S, h, w) logits on demand, for any cells."""
 
     def category_probabilities(self) -> list[Tensor]:
@@ -54,7 +54,7 @@ class SOLOParts(NamedTuple):
 
     def made(self, active: list[Tensor] | None = None) -> SOLOOutput:
         """`SOLOOutput` with the masks made: every cell's, or the ``active`` cells' only."""
-        return SOLOOutput(self.category, make_masks(self.masks, active))
+        return SOLOOutput(self.category, make_masks(self.makers, active))
 
 
 class SOLO(nn.Module):
@@ -75,7 +75,7 @@ class SOLO(nn.Module):
         """Logits for ``images`` (B, 3, H, W), normalised and padded as the data sets do.
 
         ``active`` (per level (B, S^2) bool, the targets' active cells) limits the mask
-        logits to those cells, all that the training loss reads (``SOLOHead.forward``).
+        logits to those cells, all that the training loss reads (`SOLOParts.made`).
         """
         return self.mask_makers(images).made(active)
 
