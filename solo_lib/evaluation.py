@@ -40,10 +40,6 @@ from torch import Tensor
 
 from solo_lib.postprocess import mask_iou
 
-#: Recall points of COCO's interpolated precision-recall curve.
-NUM_RECALL_POINTS = 101
-
-
 #: `MaskEvaluator.compute`'s summary values and their index in `COCOeval.stats`.
 SUMMARY_STATS = {
     "AP": 0,
