@@ -37,6 +37,8 @@ from solo_lib.evaluation import MaskEvaluator
 from solo_lib.module import LitSOLO
 
 SECTION = "bench_evaluation"
+#: The summary values compared, and their names in torchmetrics' result (``segm_`` + name).
+MAIN_KEYS = {"AP": "map", "AP50": "map_50", "AP75": "map_75"}
 
 
 def reference_predictions(images: int | None) -> tuple[list[dict], list[dict], list[int], tuple]:
@@ -91,9 +93,6 @@ def torchmetrics_ap(predictions: list[dict], truths: list[dict]) -> dict[str, fl
     for k, label in enumerate(raw["classes"].reshape(-1).tolist()):
         result[f"class {label}"] = float(precision[:, :, k].mean())
     return result
-
-
-MAIN_KEYS = {"AP": "map", "AP50": "map_50", "AP75": "map_75"}
 
 
 def ours_ap(

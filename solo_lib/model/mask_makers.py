@@ -155,17 +155,18 @@ class FactorMasks(MaskMaker):
         return (b, s * s, h, w)
 
     def logits(self, image: int, cells: Tensor) -> Tensor:
-        s = self.x.shape[1]
-        log_y = F.logsigmoid(self.y[image, cells // s].float())  # (k, h, w): log sigmoid(Y_i)
-        log_x = F.logsigmoid(self.x[image, cells % s].float())  # log sigmoid(X_j)
-        return logit_from_log_prob(log_y + log_x)
+        return self._cells(image, cells)
 
     def _active(self, active: Tensor) -> Tensor:
         """The whole batch's active cells in one gather (a training step's every level)."""
-        s = self.x.shape[1]
         image, cell = active.nonzero(as_tuple=True)  # (P,) each, image-major then cell
-        log_y = F.logsigmoid(self.y[image, cell // s].float())  # (P, h, w)
-        log_x = F.logsigmoid(self.x[image, cell % s].float())
+        return self._cells(image, cell)
+
+    def _cells(self, image: int | Tensor, cells: Tensor) -> Tensor:
+        """Logits (k, h, w) of ``cells`` (k,) of ``image``: one image, or (k,) one per cell."""
+        s = self.x.shape[1]
+        log_y = F.logsigmoid(self.y[image, cells // s].float())  # (k, h, w): log sigmoid(Y_i)
+        log_x = F.logsigmoid(self.x[image, cells % s].float())  # log sigmoid(X_j)
         return logit_from_log_prob(log_y + log_x)
 
     def dense(self) -> Tensor:
